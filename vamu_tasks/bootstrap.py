@@ -1,0 +1,162 @@
+"""The composition root: builds every adapter from `Settings` once per process and closes them.
+
+Nothing here runs at import time. A worker process builds its container on first use (so a
+prefork child never inherits its parent's sockets) and closes it when the worker shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from vamu_tasks.context.http import HttpUserContextClient
+from vamu_tasks.context.static import StaticUserContextClient
+from vamu_tasks.errors import InternalError
+from vamu_tasks.llm.anthropic import AnthropicProvider
+from vamu_tasks.llm.offline import OfflineProvider
+from vamu_tasks.llm.openai import OpenAIProvider
+from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
+from vamu_tasks.ports import LLMProvider, Transport, UserContextClient
+from vamu_tasks.settings import ProviderName, Settings
+from vamu_tasks.store.repository import SqlAlchemyJobStore
+
+log = logging.getLogger(__name__)
+
+
+class ConfigurationError(InternalError):
+    default_message = "The process configuration is incomplete; see the message for the setting."
+
+
+@dataclass
+class Container:
+    settings: Settings
+    store: SqlAlchemyJobStore
+    context: UserContextClient
+    providers: dict[str, LLMProvider]
+    transports: dict[str, Transport]
+    primary_provider: ProviderName
+    redis: redis.Redis | None = None
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    def llm(self, name: str | None = None) -> LLMProvider:
+        key = name or self.primary_provider
+        if key not in self.providers:
+            self.providers[key] = build_provider(self.settings, key)  # type: ignore[arg-type]
+            _add_closer(self._closers, self.providers[key])
+        return self.providers[key]
+
+    def close(self) -> None:
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:  # closing must go on for the rest
+                log.exception("error while closing %r", close)
+        self._closers.clear()
+
+
+def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
+    common: dict[str, Any] = {
+        "timeout_s": settings.llm_timeout_s,
+        "max_retries": settings.llm_sdk_max_retries,
+        "strict_validation": settings.llm_strict_validation,
+    }
+    if name == "openai":
+        if settings.openai_api_key is None:
+            raise ConfigurationError("VAMU_LLM_PROVIDER is openai but OPENAI_API_KEY is not set.")
+        return OpenAIProvider(
+            api_key=settings.openai_api_key, model=settings.openai_model,
+            base_url=settings.openai_base_url, **common,
+        )
+    if name == "anthropic":
+        if settings.anthropic_api_key is None:
+            raise ConfigurationError(
+                "VAMU_LLM_PROVIDER is anthropic but ANTHROPIC_API_KEY is not set."
+            )
+        return AnthropicProvider(
+            api_key=settings.anthropic_api_key, model=settings.anthropic_model,
+            base_url=settings.anthropic_base_url, **common,
+        )
+    return OfflineProvider()
+
+
+def build_context_client(settings: Settings) -> UserContextClient:
+    if settings.api_base_url:
+        return HttpUserContextClient(
+            base_url=settings.api_base_url,
+            token=settings.api_token,
+            timeout_s=settings.api_timeout_s,
+            retries=settings.api_retries,
+        )
+    log.warning("VAMU_API_BASE_URL is unset: using the bundled sample users.")
+    return StaticUserContextClient()
+
+
+def _add_closer(closers: list[Callable[[], Any]], obj: object) -> None:
+    close = getattr(obj, "close", None)
+    if callable(close):
+        closers.append(close)
+
+
+def build_container(settings: Settings) -> Container:
+    closers: list[Callable[[], Any]] = []
+    store = SqlAlchemyJobStore.from_url(settings.effective_database_url, transports=settings.notify)
+    closers.append(store.close)
+    context = build_context_client(settings)
+    _add_closer(closers, context)
+    primary = settings.provider_name()
+    providers: dict[str, LLMProvider] = {primary: build_provider(settings, primary)}
+    _add_closer(closers, providers[primary])
+    redis_client: redis.Redis | None = None
+    transports: dict[str, Transport] = {}
+    for name in settings.notify:
+        if name == "log":
+            transports[name] = LogTransport()
+        elif name == "socketio":
+            if redis_client is None:
+                redis_client = redis.Redis.from_url(settings.redis_url)
+                closers.append(redis_client.close)
+            transports[name] = SocketIOTransport(redis_client, key=settings.socketio_key)
+        elif name == "webhook":
+            if not settings.webhook_url or settings.webhook_secret is None:
+                raise ConfigurationError(
+                    "VAMU_NOTIFY includes webhook: set VAMU_WEBHOOK_URL and VAMU_WEBHOOK_SECRET."
+                )
+            webhook = WebhookTransport(url=settings.webhook_url, secret=settings.webhook_secret,
+                                       timeout_s=settings.webhook_timeout_s)
+            transports[name] = webhook
+            closers.append(webhook.close)
+    return Container(settings, store, context, providers, transports, primary, redis_client,
+                     closers)
+
+
+_lock = threading.Lock()
+_container: Container | None = None
+
+
+def get_container() -> Container:
+    """This process's container, built on first use."""
+    global _container
+    with _lock:
+        if _container is None:
+            _container = build_container(Settings())
+        return _container
+
+
+def set_container(container: Container | None) -> None:
+    """Install a container (tests, the demo) or forget the current one without closing it."""
+    global _container
+    with _lock:
+        _container = container
+
+
+def close_container() -> None:
+    global _container
+    with _lock:
+        if _container is not None:
+            _container.close()
+            _container = None

@@ -1,0 +1,167 @@
+"""`vamu-tasks`: the operators' command line (database, enqueueing, job inspection, demo)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from typing import Any
+
+import click
+
+from vamu_tasks.domain import JobRecord
+from vamu_tasks.errors import VamuError
+from vamu_tasks.settings import Settings
+from vamu_tasks.store.repository import SqlAlchemyJobStore
+
+
+def _store(settings: Settings) -> SqlAlchemyJobStore:
+    return SqlAlchemyJobStore.from_url(settings.effective_database_url, transports=settings.notify)
+
+
+def job_as_dict(job: JobRecord) -> dict[str, Any]:
+    return {
+        "id": str(job.id),
+        "feature": job.feature,
+        "userId": job.user_id,
+        "status": job.status,
+        "attempts": job.attempts,
+        "errorKind": job.error_kind,
+        "errorMessage": job.error_message,
+        "provider": job.provider,
+        "model": job.model,
+        "inputTokens": job.input_tokens,
+        "outputTokens": job.output_tokens,
+        "costUsd": str(job.cost_usd) if job.cost_usd is not None else None,
+        "source": job.source,
+        "sourceRef": job.source_ref,
+        "createdAt": job.created_at.isoformat() if job.created_at else None,
+        "startedAt": job.started_at.isoformat() if job.started_at else None,
+        "finishedAt": job.finished_at.isoformat() if job.finished_at else None,
+        "rerunOf": str(job.rerun_of) if job.rerun_of else None,
+        "request": dict(job.request),
+        "result": dict(job.result) if job.result is not None else None,
+    }
+
+
+def wait_for_job(
+    store: SqlAlchemyJobStore, job_id: uuid.UUID, *, timeout_s: float, echo: bool = True
+) -> JobRecord:
+    """Poll the row (the source of truth) until the job ends or the timeout passes."""
+    deadline = time.monotonic() + timeout_s
+    last_status = None
+    while True:
+        job = store.get_job(job_id)
+        if job is None:
+            raise click.ClickException(f"Job {job_id} does not exist.")
+        if echo and job.status != last_status:
+            click.echo(f"  {job.id} {job.status} (attempt {job.attempts})", err=True)
+            last_status = job.status
+        if job.is_terminal or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+@click.group()
+def main() -> None:
+    """Operate vamu-tasks: migrate the database, enqueue jobs, inspect them."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations shipped in the package)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply the migrations to VAMU_DATABASE_URL."""
+    from vamu_tasks.store.migrate import upgrade
+
+    settings = Settings()
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.effective_database_url, revision)
+    click.echo(f"database at revision {revision}")
+
+
+@main.group()
+def enqueue() -> None:
+    """Create a job (source `cli`) and send its task."""
+
+
+@enqueue.command("inspiration")
+@click.option("--user-id", required=True)
+@click.option("--count", type=int, default=None, help="Ideas to generate (1-10, default 3).")
+@click.option("--hint", default=None, help="Free text to steer the ideas (up to 500 chars).")
+@click.option("--locale", default=None)
+@click.option("--wait", is_flag=True, help="Follow the job to its end and print the result.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def enqueue_inspiration(
+    user_id: str, count: int | None, hint: str | None, locale: str | None, wait: bool,
+    timeout: float,
+) -> None:
+    """Ask for event ideas for a user."""
+    data: dict[str, Any] = {"userId": user_id, "count": count, "hint": hint, "locale": locale}
+    _enqueue("inspiration", {k: v for k, v in data.items() if v is not None}, wait, timeout)
+
+
+def _enqueue(feature: Any, data: dict[str, Any], wait: bool, timeout: float) -> None:
+    from vamu_tasks.app import app
+    from vamu_tasks.sender import CelerySender
+    from vamu_tasks.submit import submit_job
+
+    settings = Settings()
+    store = _store(settings)
+    try:
+        try:
+            job, task_id = submit_job(store, CelerySender(app), feature, data, source="cli")
+        except VamuError as exc:
+            raise click.ClickException(f"{exc.error_kind}: {exc.message}") from exc
+        click.echo(json.dumps({"jobId": str(job.id), "celeryTaskId": task_id}))
+        if not wait:
+            return
+        job = wait_for_job(store, job.id, timeout_s=timeout)
+        if job.status == "succeeded":
+            click.echo(json.dumps(job.result, indent=2, ensure_ascii=False))
+            return
+        if not job.is_terminal:
+            click.echo(f"still {job.status} after {timeout:.0f}s", err=True)
+            sys.exit(2)
+        click.echo(f"{job.status}: {job.error_kind}: {job.error_message}", err=True)
+        sys.exit(1)
+    finally:
+        store.close()
+
+
+@main.group()
+def jobs() -> None:
+    """Inspect job rows."""
+
+
+@jobs.command("show")
+@click.argument("job_id", type=click.UUID)
+def jobs_show(job_id: uuid.UUID) -> None:
+    """Print one job row as JSON."""
+    store = _store(Settings())
+    try:
+        job = store.get_job(job_id)
+    finally:
+        store.close()
+    if job is None:
+        raise click.ClickException(f"Job {job_id} does not exist.")
+    click.echo(json.dumps(job_as_dict(job), indent=2, ensure_ascii=False))
+
+
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's data directory afterwards.")
+def demo(keep: bool) -> None:
+    """Run real inspiration jobs through a real worker on embedded defaults."""
+    from vamu_tasks.demo import run_demo
+
+    sys.exit(run_demo(keep=keep))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,178 @@
+"""Value objects shared by the use cases, the ports and the adapters (no I/O here)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Feature = Literal["inspiration", "chatbot", "agent"]
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobSource = Literal["bullmq", "cli", "api"]
+TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+# Namespace for deterministic event ids: the same job and event always get the same id.
+EVENT_NAMESPACE = uuid.UUID("5b0d6a0e-8c1f-4f3e-9f8a-6d2b7c1e4a90")
+
+
+def event_id_for(job_id: uuid.UUID, event: str, discriminator: str = "") -> uuid.UUID:
+    """A notification id that stays the same across retries and redeliveries."""
+    return uuid.uuid5(EVENT_NAMESPACE, f"{job_id}:{event}:{discriminator}")
+
+
+class CamelModel(BaseModel):
+    """Base for wire models that speak camelCase JSON (NestJS) but snake_case in Python."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class GeoPoint(CamelModel):
+    lat: float
+    lng: float
+
+
+class RecentEvent(CamelModel):
+    id: str
+    title: str
+    category: str
+    starts_at: datetime
+
+
+class UserContext(CamelModel):
+    """The user's profile as the NestJS internal API returns it."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    user_id: str
+    display_name: str
+    locale: str = "en-GB"
+    timezone: str = "UTC"
+    city: str | None = None
+    location: GeoPoint | None = None
+    interests: list[str] = Field(default_factory=list)
+    recent_events: list[RecentEvent] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class OutputSchema:
+    """A JSON Schema the provider should constrain its output to (strict-mode compatible)."""
+
+    name: str
+    schema: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    system: str
+    messages: tuple[Message, ...]
+    output_schema: OutputSchema | None = None
+    max_output_tokens: int = 1024
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts normalised across vendors; `input_tokens` includes cached and cache writes."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+@dataclass(frozen=True)
+class LLMResult:
+    text: str
+    provider: str
+    model: str
+    usage: Usage
+    stop_reason: str
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a job's LLM calls cost, summed over the calls of one attempt."""
+
+    provider: str | None = None
+    model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    feature: Feature
+    user_id: str
+    request: Mapping[str, Any]
+    source: JobSource
+    source_ref: str | None = None
+    rerun_of: uuid.UUID | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One row of `ai_jobs`, as the use cases see it."""
+
+    id: uuid.UUID
+    feature: Feature
+    user_id: str
+    status: JobStatus
+    request: Mapping[str, Any]
+    result: Mapping[str, Any] | None
+    error_kind: str | None
+    error_message: str | None
+    attempts: int
+    source: JobSource
+    source_ref: str | None
+    provider: str | None
+    model: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: Decimal | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    rerun_of: uuid.UUID | None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class Notification:
+    """An event for the app about one job, addressed to the user's room."""
+
+    id: uuid.UUID
+    event: str
+    user_id: str
+    job_id: uuid.UUID
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class FeatureResult:
+    """What a feature's use case hands back to the job runner."""
+
+    result: Mapping[str, Any]
+    ready_event: str

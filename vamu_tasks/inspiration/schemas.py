@@ -1,0 +1,61 @@
+"""The `inspiration.generate` job's input and result, as NestJS sends and reads them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vamu_tasks.domain import CamelModel
+
+
+class InspirationRequest(CamelModel):
+    """Data of the BullMQ job `inspiration.generate` (camelCase on the wire)."""
+
+    user_id: str = Field(min_length=1, max_length=128)
+    count: int = Field(default=3, ge=1, le=10)
+    locale: str | None = Field(default=None, max_length=35)
+    hint: str | None = Field(default=None, max_length=500)
+    request_id: str | None = Field(default=None, max_length=255)
+    traceparent: str | None = Field(default=None, max_length=128)
+
+
+class Idea(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=200)
+    description: str = Field(min_length=1, max_length=2000)
+    category: str = Field(min_length=1, max_length=80)
+    when: str | None = Field(default=None, max_length=200)
+    where: str | None = Field(default=None, max_length=200)
+
+
+class InspirationResult(BaseModel):
+    """The `result` stored on the job row: `{"ideas": [...]}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ideas: list[Idea] = Field(min_length=1, max_length=10)
+
+
+def llm_output_schema(count: int) -> dict[str, object]:
+    """The schema the model must fill: strict-mode shaped (every key required, nulls allowed)."""
+    nullable = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    idea = {
+        "type": "object",
+        "properties": {
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "category": {"type": "string"},
+            "when": nullable,
+            "where": nullable,
+        },
+        "required": ["title", "description", "category", "when", "where"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "ideas": {"type": "array", "items": idea, "minItems": count, "maxItems": count}
+        },
+        "required": ["ideas"],
+        "additionalProperties": False,
+    }

@@ -1,0 +1,55 @@
+"""The "Inspire me" use case: the user's context in, validated event ideas out (no Celery here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from vamu_tasks.domain import LLMRequest, Message, OutputSchema
+from vamu_tasks.errors import InvalidJob
+from vamu_tasks.inspiration import prompts
+from vamu_tasks.inspiration.schemas import InspirationRequest, InspirationResult, llm_output_schema
+from vamu_tasks.llm.spend import SpendMeter
+from vamu_tasks.llm.structured import complete_structured
+from vamu_tasks.ports import LLMProvider, UserContextClient
+
+READY_EVENT = "inspiration-ready"
+
+
+def parse_request(data: Mapping[str, Any]) -> InspirationRequest:
+    try:
+        return InspirationRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidJob.from_validation_error(exc) from exc
+
+
+def generate_ideas(
+    request: InspirationRequest,
+    *,
+    context: UserContextClient,
+    llm: LLMProvider,
+    meter: SpendMeter,
+    max_output_tokens: int = 2048,
+) -> InspirationResult:
+    user = context.get_context(request.user_id)
+    llm_request = LLMRequest(
+        system=prompts.SYSTEM,
+        messages=(
+            Message("user", prompts.user_prompt(user, request.count, request.locale,
+                                                request.hint)),
+        ),
+        output_schema=OutputSchema("event_ideas", llm_output_schema(request.count)),
+        max_output_tokens=max_output_tokens,
+    )
+
+    def exactly_count(result: InspirationResult) -> InspirationResult:
+        if len(result.ideas) < request.count:
+            raise ValueError(
+                f"expected {request.count} ideas, got {len(result.ideas)}"
+            )
+        # A model that gives more than asked is trimmed rather than sent back.
+        return InspirationResult(ideas=result.ideas[: request.count])
+
+    return complete_structured(llm, llm_request, InspirationResult, meter, check=exactly_count)

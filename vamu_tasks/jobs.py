@@ -1,0 +1,93 @@
+"""The life of one job row around a feature's use case: start, run, commit the outcome once.
+
+This is the part every feature shares and that knows nothing of Celery: the task layer calls
+`run_job` and decides what a `TransientError` means (retry, fallback, or give up via `fail_job`).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from vamu_tasks.domain import FeatureResult, JobRecord, Notification, Spend, event_id_for
+from vamu_tasks.errors import PermanentError, TransientError
+from vamu_tasks.llm.spend import SpendMeter
+from vamu_tasks.ports import JobStore
+
+log = logging.getLogger(__name__)
+
+FAILED_EVENT = "ai-job-failed"
+
+Handler = Callable[[JobRecord, SpendMeter], FeatureResult]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What a task run ended with; `notifications` are the ids still to be delivered."""
+
+    job_id: uuid.UUID
+    status: str
+    error_kind: str | None = None
+    notifications: list[uuid.UUID] = field(default_factory=list)
+
+
+class AttemptFailed(Exception):
+    """A transient failure of one attempt, with the spend that attempt already incurred."""
+
+    def __init__(self, error: TransientError, spend: Spend) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.spend = spend
+
+
+def ready_notification(job: JobRecord, event: str) -> Notification:
+    data: Mapping[str, Any] = {"jobId": str(job.id), "feature": job.feature, "status": "succeeded"}
+    return Notification(event_id_for(job.id, event), event, job.user_id, job.id, data)
+
+
+def failed_notification(job: JobRecord, error_kind: str) -> Notification:
+    data = {"jobId": str(job.id), "feature": job.feature, "errorKind": error_kind}
+    return Notification(event_id_for(job.id, FAILED_EVENT), FAILED_EVENT, job.user_id, job.id, data)
+
+
+def run_job(store: JobStore, job_id: uuid.UUID, handler: Handler) -> JobOutcome:
+    """Run one attempt of a job; idempotent for jobs that already ended.
+
+    Permanent errors end the job as failed. Transient ones leave it running and are raised as
+    `AttemptFailed` for the caller to retry.
+    """
+    job = store.start_attempt(job_id)
+    if job.is_terminal:
+        log.info("job %s already %s; nothing to do", job.id, job.status)
+        return _outcome(store, job)
+    meter = SpendMeter()
+    try:
+        output = handler(job, meter)
+    except TransientError as exc:
+        raise AttemptFailed(exc, meter.spend) from exc
+    except PermanentError as exc:
+        return fail_job(store, job, exc.error_kind, exc.message, meter.spend)
+    except Exception as exc:
+        # A bug, not a condition: retrying would repeat it, so the job fails as internal.
+        log.exception("job %s crashed in its use case", job.id)
+        return fail_job(store, job, "internal", f"{type(exc).__name__}: {exc}"[:500], meter.spend)
+    done = store.succeed(job.id, output.result, meter.spend,
+                         [ready_notification(job, output.ready_event)])
+    return _outcome(store, done)
+
+
+def fail_job(
+    store: JobStore, job: JobRecord, error_kind: str, message: str, spend: Spend | None = None
+) -> JobOutcome:
+    done = store.fail(
+        job.id, error_kind, message, spend or Spend(), [failed_notification(job, error_kind)]
+    )
+    return _outcome(store, done)
+
+
+def _outcome(store: JobStore, job: JobRecord) -> JobOutcome:
+    pending = store.pending_notifications(job.id) if job.is_terminal else []
+    return JobOutcome(job.id, job.status, job.error_kind, pending)

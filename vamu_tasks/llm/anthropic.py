@@ -1,0 +1,125 @@
+"""`AnthropicProvider`: the Anthropic Messages API via the official SDK, with structured output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import httpx2
+from pydantic import SecretStr
+
+from vamu_tasks.domain import LLMRequest, LLMResult, Usage
+from vamu_tasks.errors import (
+    ContentFiltered,
+    ContextLengthExceeded,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExceeded,
+    RateLimited,
+    VamuError,
+)
+from vamu_tasks.llm.retry_after import retry_after_seconds
+
+# Anthropic error `type`s, as sent in error bodies and mid-stream `event: error` frames.
+_TRANSIENT_TYPES = {"overloaded_error", "api_error", "timeout_error"}
+_QUOTA_TYPES = {"billing_error"}
+
+
+class AnthropicProvider:
+    """Calls `messages.create`; every SDK failure comes out as a `VamuError` with its kind."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 0,
+        strict_validation: bool = False,
+    ) -> None:
+        self.model = model
+        self._client = anthropic.Anthropic(
+            api_key=api_key.get_secret_value(),
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            _strict_response_validation=strict_validation,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def complete(self, request: LLMRequest) -> LLMResult:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "system": request.system,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_output_tokens,
+        }
+        if request.output_schema is not None:
+            kwargs["output_config"] = {
+                "format": {"type": "json_schema", "schema": dict(request.output_schema.schema)}
+            }
+        try:
+            message = self._client.messages.create(**kwargs)
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            raise map_anthropic_error(exc) from exc
+        if message.stop_reason == "refusal":
+            raise ContentFiltered("Anthropic refused to answer under its usage policy.")
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return LLMResult(
+            text=text,
+            provider=self.name,
+            model=message.model or self.model,
+            usage=_usage(message.usage),
+            stop_reason=str(message.stop_reason or "truncated"),
+        )
+
+
+def _usage(usage: Any) -> Usage:
+    cached = usage.cache_read_input_tokens or 0
+    written = usage.cache_creation_input_tokens or 0
+    # Anthropic's input_tokens excludes cache reads and writes; ours includes them.
+    return Usage(
+        input_tokens=usage.input_tokens + cached + written,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=cached,
+        cache_write_tokens=written,
+    )
+
+
+def map_anthropic_error(exc: Exception) -> VamuError:
+    """Translate an Anthropic SDK (or leaked transport) exception into our tree."""
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ProviderTimeout("Anthropic did not answer before the timeout.")
+    if isinstance(exc, anthropic.APIConnectionError | httpx2.TransportError):
+        return ProviderUnavailable(f"Connection to Anthropic failed ({type(exc).__name__}).")
+    if not isinstance(exc, anthropic.APIStatusError):
+        return ProviderUnavailable(f"Anthropic call failed ({type(exc).__name__}).")
+    error_type, message = _error_body(exc)
+    status = exc.status_code
+    detail = f"Anthropic {status} {error_type or ''}: {message}".strip()
+    retry_after = retry_after_seconds(exc.response.headers)
+    if error_type in _QUOTA_TYPES:
+        return QuotaExceeded(detail)
+    if status == 429 or error_type == "rate_limit_error":
+        return RateLimited(detail, retry_after=retry_after)
+    if status == 413 or "prompt is too long" in message.lower():
+        return ContextLengthExceeded(detail)
+    # A mid-stream `event: error` arrives with HTTP status 200: only its type tells what it is.
+    if error_type in _TRANSIENT_TYPES or status in (408, 409) or status >= 500:
+        return ProviderUnavailable(detail, retry_after=retry_after)
+    return ProviderRejected(detail)
+
+
+def _error_body(exc: anthropic.APIStatusError) -> tuple[str | None, str]:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return inner.get("type"), str(inner.get("message", ""))[:500]
+    return None, exc.message[:500]

@@ -1,0 +1,150 @@
+"""`OpenAIProvider`: the OpenAI Responses API through the official SDK, with structured output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import openai
+from pydantic import SecretStr
+
+from vamu_tasks.domain import LLMRequest, LLMResult, Usage
+from vamu_tasks.errors import (
+    ContentFiltered,
+    ContextLengthExceeded,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    QuotaExceeded,
+    RateLimited,
+    VamuError,
+)
+from vamu_tasks.llm.retry_after import retry_after_seconds
+
+
+class OpenAIProvider:
+    """Calls `responses.create`; every SDK failure comes out as a `VamuError` with its kind."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 0,
+        strict_validation: bool = False,
+    ) -> None:
+        self.model = model
+        self._client = openai.OpenAI(
+            api_key=api_key.get_secret_value(),
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            _strict_response_validation=strict_validation,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def complete(self, request: LLMRequest) -> LLMResult:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "instructions": request.system,
+            "input": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_output_tokens": request.max_output_tokens,
+            "store": False,
+        }
+        if request.output_schema is not None:
+            kwargs["text"] = {
+                "format": {
+                    "type": "json_schema",
+                    "name": request.output_schema.name,
+                    "schema": dict(request.output_schema.schema),
+                    "strict": True,
+                }
+            }
+        try:
+            response = self._client.responses.create(**kwargs)
+        except (openai.OpenAIError, httpx2.TransportError) as exc:
+            raise map_openai_error(exc) from exc
+        _raise_for_refusal_or_filter(response)
+        return LLMResult(
+            text=response.output_text,
+            provider=self.name,
+            model=response.model or self.model,
+            usage=_usage(response.usage),
+            stop_reason=_stop_reason(response),
+        )
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = usage.input_tokens_details
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_input_tokens=getattr(details, "cached_tokens", 0) or 0,
+        cache_write_tokens=getattr(details, "cache_write_tokens", 0) or 0,
+    )
+
+
+def _stop_reason(response: Any) -> str:
+    if response.status == "incomplete" and response.incomplete_details is not None:
+        return str(response.incomplete_details.reason or "incomplete")
+    return "end" if response.status == "completed" else str(response.status)
+
+
+def _raise_for_refusal_or_filter(response: Any) -> None:
+    details = response.incomplete_details
+    if details is not None and details.reason == "content_filter":
+        raise ContentFiltered("OpenAI stopped the answer under its content filter.")
+    for item in response.output or []:
+        for part in getattr(item, "content", None) or []:
+            if getattr(part, "type", None) == "refusal":
+                raise ContentFiltered(f"OpenAI refused: {part.refusal[:300]}")
+
+
+def map_openai_error(exc: Exception) -> VamuError:
+    """Translate an OpenAI SDK (or leaked transport) exception into our tree."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeout("OpenAI did not answer before the timeout.")
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        return ProviderUnavailable(f"Connection to OpenAI failed ({type(exc).__name__}).")
+    if not isinstance(exc, openai.APIStatusError):
+        return ProviderUnavailable(f"OpenAI call failed ({type(exc).__name__}).")
+    code = _error_code(exc)
+    status = exc.status_code
+    detail = f"OpenAI {status} {code or ''}: {_error_message(exc)}".strip()
+    if status == 429:
+        if code == "insufficient_quota":
+            return QuotaExceeded(detail)
+        return RateLimited(detail, retry_after=retry_after_seconds(exc.response.headers))
+    if code == "context_length_exceeded":
+        return ContextLengthExceeded(detail)
+    if code in {"content_filter", "content_policy_violation"}:
+        return ContentFiltered(detail)
+    if status in (408, 409) or status >= 500:
+        return ProviderUnavailable(detail, retry_after=retry_after_seconds(exc.response.headers))
+    return ProviderRejected(detail)
+
+
+def _error_code(exc: openai.APIStatusError) -> str | None:
+    code = getattr(exc, "code", None)
+    if code:
+        return str(code)
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body, dict) else {}
+    return str(inner.get("code")) if isinstance(inner, dict) and inner.get("code") else None
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:500]
+    return exc.message[:500]

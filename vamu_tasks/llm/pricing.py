@@ -1,0 +1,65 @@
+"""Per-model token prices, because neither SDK reports what a call cost."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from vamu_tasks.domain import Usage
+
+PER_MILLION = Decimal(1_000_000)
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: Decimal
+    cached_input: Decimal
+    output: Decimal
+    cache_write: Decimal | None = None  # None: cache writes cost the plain input price
+
+
+def _p(inp: str, cached: str, out: str, write: str | None = None) -> Price:
+    return Price(Decimal(inp), Decimal(cached), Decimal(out), Decimal(write) if write else None)
+
+
+# Public list prices; update with the vendors' pages. Dated snapshots match by prefix.
+PRICES: dict[str, Price] = {
+    "gpt-5": _p("1.25", "0.125", "10.00"),
+    "gpt-5-mini": _p("0.25", "0.025", "2.00"),
+    "gpt-5-nano": _p("0.05", "0.005", "0.40"),
+    "gpt-4.1": _p("2.00", "0.50", "8.00"),
+    "gpt-4.1-mini": _p("0.40", "0.10", "1.60"),
+    "gpt-4o": _p("2.50", "1.25", "10.00"),
+    "gpt-4o-mini": _p("0.15", "0.075", "0.60"),
+    "claude-opus-4-1": _p("15.00", "1.50", "75.00", "18.75"),
+    "claude-sonnet-4-5": _p("3.00", "0.30", "15.00", "3.75"),
+    "claude-sonnet-4": _p("3.00", "0.30", "15.00", "3.75"),
+    "claude-haiku-4-5": _p("1.00", "0.10", "5.00", "1.25"),
+    "offline": _p("0", "0", "0"),
+}
+
+
+def price_for(model: str) -> Price | None:
+    """The price of `model`; dated snapshots (`gpt-5-mini-2025-08-07`) match by longest prefix."""
+    if model in PRICES:
+        return PRICES[model]
+    candidates = [name for name in PRICES if model.startswith(name + "-")]
+    return PRICES[max(candidates, key=len)] if candidates else None
+
+
+def cost_usd(model: str, usage: Usage) -> Decimal | None:
+    """What the call cost, or None for a model missing from the table."""
+    price = price_for(model)
+    if price is None:
+        return None
+    write_price = price.cache_write if price.cache_write is not None else price.input
+    plain_input = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+    total = (
+        max(plain_input, 0) * price.input
+        + usage.cached_input_tokens * price.cached_input
+        + usage.cache_write_tokens * write_price
+        + usage.output_tokens * price.output
+    )
+    return (total / PER_MILLION).quantize(Decimal("0.000001"))

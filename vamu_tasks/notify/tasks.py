@@ -1,0 +1,57 @@
+"""Celery entry points of the notify queue: deliver one notification, sweep the outbox."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import MaxRetriesExceededError
+from pydantic import BaseModel
+
+from vamu_tasks.bootstrap import get_container
+from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE, SWEEP_TASK
+from vamu_tasks.notify.service import deliver as deliver_notification
+from vamu_tasks.retry_policy import RetryPolicy
+from vamu_tasks.task_runner import event_kwargs
+
+log = logging.getLogger(__name__)
+
+
+class EventRef(BaseModel):
+    event_id: uuid.UUID
+
+
+@shared_task(bind=True, name=DELIVER_TASK, pydantic=True)
+def deliver(self: Task[Any, Any], ref: EventRef) -> list[str]:
+    event_id = ref.event_id
+    container = get_container()
+    settings = container.settings
+    policy = RetryPolicy(settings.notify_max_retries, 1.0, settings.retry_backoff_max_s)
+    retries = self.request.retries
+    countdown = policy.backoff(retries)
+    report = deliver_notification(
+        container.store, container.transports, event_id,
+        retry_in_s=countdown + settings.outbox_stale_after_s,
+    )
+    if report.complete:
+        return list(report.delivered)
+    try:
+        raise self.retry(countdown=countdown, max_retries=settings.notify_max_retries)
+    except MaxRetriesExceededError:
+        log.error("notification %s still undelivered (%s); left to the outbox sweeper",
+                  event_id, report.failed)
+        return list(report.delivered)
+
+
+@shared_task(bind=True, name=SWEEP_TASK)
+def sweep_outbox(self: Task[Any, Any]) -> int:
+    """Re-send notifications whose job committed but whose delivery never happened."""
+    container = get_container()
+    ids = container.store.claim_stale_notifications(container.settings.outbox_stale_after_s)
+    for event_id in ids:
+        self.app.send_task(DELIVER_TASK, kwargs=event_kwargs(event_id), queue=NOTIFY_QUEUE)
+    if ids:
+        log.info("outbox sweep re-sent %d notification(s)", len(ids))
+    return len(ids)

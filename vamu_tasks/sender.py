@@ -1,0 +1,29 @@
+"""`CelerySender`: sends a feature's task for a job id, showing only ids to Flower."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from celery import Celery
+
+from vamu_tasks.features import FeatureSpec
+
+
+class CelerySender:
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def send(
+        self, spec: FeatureSpec, job_id: uuid.UUID, headers: Mapping[str, str] | None = None
+    ) -> str:
+        result = self._app.send_task(
+            spec.task_name,
+            kwargs={"ref": {"job_id": str(job_id)}},
+            queue=spec.queue,
+            headers=dict(headers or {}),
+            # What Flower and the logs show: the job id and the feature, never user text.
+            argsrepr="()",
+            kwargsrepr=f"{{'job_id': '{job_id}', 'feature': '{spec.feature}'}}",
+        )
+        return str(result.id)

@@ -1,0 +1,125 @@
+"""Process settings from `VAMU_*` variables, the SDKs' own variables and a `.env` file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ProviderName = Literal["openai", "anthropic", "offline"]
+TransportName = Literal["socketio", "webhook", "log"]
+
+DEFAULT_DATA_DIR = Path(".vamu")
+
+
+def _log_only() -> list[TransportName]:
+    return ["log"]
+
+
+class Settings(BaseSettings):
+    """Everything a process needs; read once per process by the composition root."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VAMU_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_ignore_empty=True,
+        extra="ignore",
+    )
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    broker_url: str | None = None
+    database_url: str | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    api_base_url: str | None = None
+    api_token: SecretStr | None = None
+    api_timeout_s: float = 5.0
+    api_retries: int = 2
+
+    llm_provider: ProviderName | None = None
+    llm_fallback: ProviderName | None = None
+    openai_model: str = "gpt-5-mini"
+    anthropic_model: str = "claude-sonnet-4-5"
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "VAMU_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "VAMU_OPENAI_BASE_URL")
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "VAMU_ANTHROPIC_API_KEY"),
+    )
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "VAMU_ANTHROPIC_BASE_URL"),
+    )
+    llm_timeout_s: float = 60.0
+    # The SDKs would sleep on Retry-After inside a worker thread; Celery owns retries instead.
+    llm_sdk_max_retries: int = 0
+    llm_strict_validation: bool = False
+    llm_max_output_tokens: int = 2048
+
+    job_max_retries: int = 5
+    retry_backoff_base_s: float = 2.0
+    retry_backoff_max_s: float = 120.0
+    task_soft_time_limit_s: int = 240
+    task_time_limit_s: int = 300
+
+    notify: Annotated[list[TransportName], NoDecode] = Field(default_factory=_log_only)
+    socketio_key: str = "socket.io"
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = 5.0
+    notify_max_retries: int = 8
+    outbox_sweep_interval_s: float = 15.0
+    outbox_stale_after_s: float = 30.0
+
+    llm_concurrency: int = 100
+    notify_concurrency: int = 20
+
+    bullmq_queue: str = "vamu-ai"
+    bullmq_prefix: str = "bull"
+
+    @field_validator("notify", mode="before")
+    @classmethod
+    def _split_notify(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def is_embedded_broker(self) -> bool:
+        return self.effective_broker_url.startswith("filesystem://")
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'vamu.db').resolve()}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return (self.data_dir / "broker").resolve()
+
+    def provider_name(self) -> ProviderName:
+        """The configured provider, else the first one with a key, else offline (with a warning)."""
+        if self.llm_provider:
+            return self.llm_provider
+        if self.openai_api_key:
+            return "openai"
+        if self.anthropic_api_key:
+            return "anthropic"
+        warnings.warn(
+            "No OPENAI_API_KEY or ANTHROPIC_API_KEY set: using the offline LLM provider, "
+            "which returns deterministic placeholder text. Set VAMU_LLM_PROVIDER to silence this.",
+            UserWarning,
+            stacklevel=2,
+        )
+        return "offline"

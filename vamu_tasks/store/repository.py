@@ -1,0 +1,295 @@
+"""`SqlAlchemyJobStore`: the job rows and the notification outbox on PostgreSQL or SQLite."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vamu_tasks.domain import (
+    TERMINAL_STATUSES,
+    Feature,
+    JobRecord,
+    JobSource,
+    JobStatus,
+    NewJob,
+    Notification,
+    Spend,
+)
+from vamu_tasks.errors import StoreUnavailable
+from vamu_tasks.store.models import AiJob, NotificationOutbox
+
+OPEN_STATUSES = ("queued", "running")
+MAX_ERROR_MESSAGE = 2000
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine for PostgreSQL (psycopg 3) or SQLite, tuned for many worker threads."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # WAL lets the CLI read while a worker writes.
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+def to_record(row: AiJob) -> JobRecord:
+    return JobRecord(
+        id=row.id,
+        feature=cast(Feature, row.feature),
+        user_id=row.user_id,
+        status=cast(JobStatus, row.status),
+        request=row.request,
+        result=row.result,
+        error_kind=row.error_kind,
+        error_message=row.error_message,
+        attempts=row.attempts,
+        source=cast(JobSource, row.source),
+        source_ref=row.source_ref,
+        provider=row.provider,
+        model=row.model,
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cost_usd=row.cost_usd,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        rerun_of=row.rerun_of,
+    )
+
+
+class SqlAlchemyJobStore:
+    """Every write is one short transaction; a lost database surfaces as `StoreUnavailable`."""
+
+    def __init__(self, engine: Engine, *, transports: Sequence[str] = ("log",)) -> None:
+        self._engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._transports = list(transports)
+
+    @classmethod
+    def from_url(cls, url: str, *, transports: Sequence[str] = ("log",)) -> SqlAlchemyJobStore:
+        return cls(make_engine(url), transports=transports)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except (OperationalError, DBAPIError) as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            raise StoreUnavailable(
+                f"Database unreachable ({type(exc.orig).__name__}); will retry."
+            ) from exc
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+        row = AiJob(
+            id=job.id,
+            feature=job.feature,
+            user_id=job.user_id,
+            status="queued",
+            request=dict(job.request),
+            source=job.source,
+            source_ref=job.source_ref,
+            attempts=0,
+            rerun_of=job.rerun_of,
+            created_at=utcnow(),
+        )
+        try:
+            with self._session() as session:
+                session.add(row)
+            return to_record(row), True
+        except IntegrityError:
+            if job.source_ref is None:
+                raise
+        with self._session() as session:
+            existing = session.scalars(
+                select(AiJob).where(AiJob.source == job.source, AiJob.source_ref == job.source_ref)
+            ).one()
+            return to_record(existing), False
+
+    def get_job(self, job_id: uuid.UUID) -> JobRecord | None:
+        with self._session() as session:
+            row = session.get(AiJob, job_id)
+            return to_record(row) if row else None
+
+    def start_attempt(self, job_id: uuid.UUID) -> JobRecord:
+        with self._session() as session:
+            row = session.get(AiJob, job_id, with_for_update=True)
+            if row is None:
+                raise LookupError(f"No ai_jobs row {job_id}")
+            if row.status not in TERMINAL_STATUSES:
+                row.status = "running"
+                row.attempts += 1
+                row.started_at = row.started_at or utcnow()
+            return to_record(row)
+
+    def requeue(self, job_id: uuid.UUID, error_kind: str, error_message: str) -> None:
+        with self._session() as session:
+            session.execute(
+                update(AiJob)
+                .where(AiJob.id == job_id, AiJob.status.in_(OPEN_STATUSES))
+                .values(
+                    status="queued",
+                    error_kind=error_kind,
+                    error_message=error_message[:MAX_ERROR_MESSAGE],
+                )
+            )
+
+    def succeed(
+        self,
+        job_id: uuid.UUID,
+        result: Mapping[str, Any],
+        spend: Spend,
+        notifications: Sequence[Notification],
+    ) -> JobRecord:
+        return self._finish(
+            job_id,
+            {"status": "succeeded", "result": dict(result), "error_kind": None,
+             "error_message": None},
+            spend,
+            notifications,
+        )
+
+    def fail(
+        self,
+        job_id: uuid.UUID,
+        error_kind: str,
+        error_message: str,
+        spend: Spend,
+        notifications: Sequence[Notification],
+    ) -> JobRecord:
+        return self._finish(
+            job_id,
+            {"status": "failed", "error_kind": error_kind,
+             "error_message": error_message[:MAX_ERROR_MESSAGE]},
+            spend,
+            notifications,
+        )
+
+    def _finish(
+        self,
+        job_id: uuid.UUID,
+        values: dict[str, Any],
+        spend: Spend,
+        notifications: Sequence[Notification],
+    ) -> JobRecord:
+        with self._session() as session:
+            row = session.get(AiJob, job_id, with_for_update=True)
+            if row is None:
+                raise LookupError(f"No ai_jobs row {job_id}")
+            if row.status in TERMINAL_STATUSES:
+                return to_record(row)
+            for key, value in values.items():
+                setattr(row, key, value)
+            if spend.provider is not None:
+                row.provider = spend.provider
+                row.model = spend.model
+                row.input_tokens = (row.input_tokens or 0) + spend.usage.input_tokens
+                row.output_tokens = (row.output_tokens or 0) + spend.usage.output_tokens
+                if spend.cost_usd is not None:
+                    row.cost_usd = (row.cost_usd or 0) + spend.cost_usd
+            row.finished_at = utcnow()
+            if self._transports:
+                for note in notifications:
+                    session.add(self._outbox_row(note))
+            return to_record(row)
+
+    def _outbox_row(self, note: Notification) -> NotificationOutbox:
+        now = utcnow()
+        return NotificationOutbox(
+            id=note.id,
+            job_id=note.job_id,
+            event=note.event,
+            user_id=note.user_id,
+            payload=dict(note.data),
+            pending_transports=list(self._transports),
+            attempts=0,
+            created_at=now,
+            next_attempt_at=now,
+        )
+
+    # --- outbox ---------------------------------------------------------------------------
+
+    def pending_notifications(self, job_id: uuid.UUID) -> list[uuid.UUID]:
+        with self._session() as session:
+            ids = session.scalars(
+                select(NotificationOutbox.id).where(
+                    NotificationOutbox.job_id == job_id, NotificationOutbox.delivered_at.is_(None)
+                )
+            )
+            return list(ids)
+
+    def get_notification(self, event_id: uuid.UUID) -> tuple[Notification, list[str]] | None:
+        """The notification and the transports that have not had it yet."""
+        with self._session() as session:
+            row = session.get(NotificationOutbox, event_id)
+            if row is None:
+                return None
+            note = Notification(
+                id=row.id, event=row.event, user_id=row.user_id, job_id=row.job_id,
+                data=row.payload,
+            )
+            return note, list(row.pending_transports)
+
+    def mark_delivered(self, event_id: uuid.UUID, transport: str) -> None:
+        with self._session() as session:
+            row = session.get(NotificationOutbox, event_id, with_for_update=True)
+            if row is None:
+                return
+            row.pending_transports = [t for t in row.pending_transports if t != transport]
+            if not row.pending_transports:
+                row.delivered_at = utcnow()
+
+    def record_delivery_failure(self, event_id: uuid.UUID, error: str, retry_in_s: float) -> None:
+        with self._session() as session:
+            row = session.get(NotificationOutbox, event_id, with_for_update=True)
+            if row is None:
+                return
+            row.attempts += 1
+            row.last_error = error[:MAX_ERROR_MESSAGE]
+            row.next_attempt_at = utcnow() + timedelta(seconds=retry_in_s)
+
+    def claim_stale_notifications(self, older_than_s: float, limit: int = 100) -> list[uuid.UUID]:
+        """Undelivered notifications nobody has tried for a while; claimed for `older_than_s`."""
+        now = utcnow()
+        cutoff = now - timedelta(seconds=older_than_s)
+        with self._session() as session:
+            query = (
+                select(NotificationOutbox)
+                .where(
+                    NotificationOutbox.delivered_at.is_(None),
+                    NotificationOutbox.next_attempt_at <= cutoff,
+                )
+                .order_by(NotificationOutbox.next_attempt_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            rows = list(session.scalars(query))
+            for row in rows:
+                row.next_attempt_at = now
+            return [row.id for row in rows]

@@ -1,0 +1,65 @@
+"""Accepting a job: validate its input, create its row once, then send its task (no Celery here)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from vamu_tasks.domain import Feature, JobRecord, JobSource, NewJob
+from vamu_tasks.errors import InvalidJob
+from vamu_tasks.features import FEATURES, FeatureSpec
+from vamu_tasks.ports import JobStore
+
+
+class TaskSender(Protocol):
+    def send(
+        self, spec: FeatureSpec, job_id: uuid.UUID, headers: Mapping[str, str] | None = None
+    ) -> str:
+        """Send the feature's task for this job; return the Celery task id."""
+        ...
+
+
+def validate_request(feature: Feature, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as stored on the row (camelCase JSON), or `InvalidJob` with field errors."""
+    spec = FEATURES[feature]
+    try:
+        model = spec.request_model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidJob.from_validation_error(exc) from exc
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def submit_job(
+    store: JobStore,
+    sender: TaskSender,
+    feature: Feature,
+    data: Mapping[str, Any],
+    *,
+    source: JobSource,
+    source_ref: str | None = None,
+    rerun_of: uuid.UUID | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[JobRecord, str | None]:
+    """Create the job (once per source_ref) and send its task; return the row and the task id.
+
+    A job that already exists and is still queued is sent again: the first sender may have died
+    between the insert and the send, and running a queued job twice is harmless.
+    """
+    request = validate_request(feature, data)
+    job, created = store.create_job(
+        NewJob(
+            feature=feature,
+            user_id=str(request["userId"]),
+            request=request,
+            source=source,
+            source_ref=source_ref,
+            rerun_of=rerun_of,
+        )
+    )
+    if not created and job.status != "queued":
+        return job, None
+    task_id = sender.send(FEATURES[job.feature], job.id, headers)
+    return job, task_id

@@ -1,0 +1,116 @@
+"""The glue between Celery and `run_job`: retries, fallback, and sending notifications after commit.
+
+Feature `tasks.py` modules stay one-liners that call `execute`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery import Task
+from pydantic import BaseModel
+
+from vamu_tasks.bootstrap import Container, get_container
+from vamu_tasks.errors import StoreUnavailable
+from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
+from vamu_tasks.jobs import AttemptFailed, Handler, JobOutcome, fail_job, run_job
+from vamu_tasks.retry_policy import RetryPolicy, decide
+
+log = logging.getLogger(__name__)
+
+HandlerFactory = Callable[[Container, str | None], Handler]
+
+
+class JobRef(BaseModel):
+    """A feature task's only argument: which job to run, and on which provider if not the primary.
+
+    Ids only, so the broker, Flower and the logs never carry user text or secrets.
+    """
+
+    job_id: uuid.UUID
+    provider: str | None = None
+
+
+class TaskOutcome(BaseModel):
+    """The Celery result: ids and states only, never user content."""
+
+    job_id: uuid.UUID
+    status: str
+    error_kind: str | None = None
+
+
+def policy_for(container: Container) -> RetryPolicy:
+    s = container.settings
+    return RetryPolicy(s.job_max_retries, s.retry_backoff_base_s, s.retry_backoff_max_s)
+
+
+def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> TaskOutcome:
+    container = get_container()
+    handler = make_handler(container, ref.provider)
+    try:
+        outcome = run_job(container.store, ref.job_id, handler)
+    except AttemptFailed as failed:
+        outcome = _after_transient(task, container, ref.job_id, failed, ref.provider)
+    except StoreUnavailable as exc:
+        # The database went away before the attempt could start or end: try again later.
+        raise task.retry(countdown=policy_for(container).backoff(task.request.retries),
+                         max_retries=None) from exc
+    send_notifications(task, outcome)
+    return TaskOutcome(job_id=outcome.job_id, status=outcome.status,
+                       error_kind=outcome.error_kind)
+
+
+def _after_transient(
+    task: Task[Any, Any],
+    container: Container,
+    job_id: uuid.UUID,
+    failed: AttemptFailed,
+    provider: str | None,
+) -> JobOutcome:
+    error = failed.error
+    settings = container.settings
+    decision = decide(
+        policy_for(container),
+        retries=task.request.retries,
+        error=error,
+        current_provider=provider or container.primary_provider,
+        fallback=settings.llm_fallback,
+        on_fallback=provider is not None and provider == settings.llm_fallback,
+    )
+    log.warning("job %s attempt failed (%s: %s); %s", job_id, error.error_kind, error.message,
+                decision.action)
+    if decision.action == "give_up":
+        try:
+            job = container.store.get_job(job_id)
+            assert job is not None
+            return fail_job(container.store, job, error.error_kind,
+                            f"{error.message} (gave up after {task.request.retries} retries)",
+                            failed.spend)
+        except StoreUnavailable:
+            # Nothing may vanish: without a database to record the failure, keep retrying.
+            decision_countdown = settings.retry_backoff_max_s
+            raise task.retry(countdown=decision_countdown, max_retries=None) from error
+    try:
+        container.store.requeue(job_id, error.error_kind, error.message)
+    except StoreUnavailable:
+        log.warning("job %s: database unavailable, retrying without recording why", job_id)
+    ref = JobRef(job_id=job_id, provider=decision.provider or provider)
+    raise task.retry(kwargs={"ref": ref.model_dump(mode="json")}, countdown=decision.countdown,
+                     max_retries=None) from error
+
+
+def event_kwargs(event_id: uuid.UUID) -> dict[str, Any]:
+    return {"ref": {"event_id": str(event_id)}}
+
+
+def send_notifications(task: Task[Any, Any], outcome: JobOutcome) -> None:
+    """Enqueue delivery of committed notifications; the outbox sweeper covers a failed send."""
+    for event_id in outcome.notifications:
+        try:
+            task.app.send_task(DELIVER_TASK, args=[str(event_id)], queue=NOTIFY_QUEUE,
+                               argsrepr=f"('{event_id}',)")
+        except Exception:
+            log.exception("could not enqueue notification %s; the outbox sweeper will", event_id)

@@ -1,0 +1,1 @@
+"""Deployable processes: `python -m workers.llm`, `python -m workers.notify`."""

@@ -1,0 +1,33 @@
+"""`python -m workers.llm`: a Celery worker for the feature queues (LLM-bound, thread pool)."""
+
+from __future__ import annotations
+
+import sys
+
+from vamu_tasks.features import FEATURES
+from vamu_tasks.settings import Settings
+
+
+def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
+    # Threads, not prefork: each job mostly waits on HTTP, so 100 threads in one process use the
+    # 2 cores far better than 2 forked children (see docs/architecture.md, "Pools").
+    queues = ",".join(spec.queue for spec in FEATURES.values())
+    return [
+        "worker",
+        "--queues", queues,
+        "--pool", "threads",
+        "--concurrency", str(settings.llm_concurrency),
+        "--hostname", "llm@%h",
+        "--loglevel", "INFO",
+        *extra,
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from vamu_tasks.app import app
+
+    app.worker_main(worker_argv(Settings(), list(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    main()
