@@ -110,7 +110,6 @@ def send_notifications(task: Task[Any, Any], outcome: JobOutcome) -> None:
     """Enqueue delivery of committed notifications; the outbox sweeper covers a failed send."""
     for event_id in outcome.notifications:
         try:
-            task.app.send_task(DELIVER_TASK, args=[str(event_id)], queue=NOTIFY_QUEUE,
-                               argsrepr=f"('{event_id}',)")
+            task.app.send_task(DELIVER_TASK, kwargs=event_kwargs(event_id), queue=NOTIFY_QUEUE)
         except Exception:
             log.exception("could not enqueue notification %s; the outbox sweeper will", event_id)
