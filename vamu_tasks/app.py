@@ -7,8 +7,6 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
-from vamu_tasks import bootstrap
-
 app = Celery(
     "vamu_tasks",
     include=["vamu_tasks.inspiration.tasks", "vamu_tasks.notify.tasks"],
@@ -19,6 +17,8 @@ app.config_from_object("celeryconfig")
 
 @worker_process_init.connect
 def _forget_parent_container(**_: Any) -> None:
+    from vamu_tasks import bootstrap
+
     # A forked pool child must open its own connections, not reuse its parent's sockets.
     bootstrap.set_container(None)
 
@@ -26,4 +26,6 @@ def _forget_parent_container(**_: Any) -> None:
 @worker_process_shutdown.connect
 @worker_shutdown.connect
 def _close_container(**_: Any) -> None:
+    from vamu_tasks import bootstrap
+
     bootstrap.close_container()

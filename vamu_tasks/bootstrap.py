@@ -69,8 +69,10 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
         if settings.openai_api_key is None:
             raise ConfigurationError("VAMU_LLM_PROVIDER is openai but OPENAI_API_KEY is not set.")
         return OpenAIProvider(
-            api_key=settings.openai_api_key, model=settings.openai_model,
-            base_url=settings.openai_base_url, **common,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            base_url=settings.openai_base_url,
+            **common,
         )
     if name == "anthropic":
         if settings.anthropic_api_key is None:
@@ -78,8 +80,10 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
                 "VAMU_LLM_PROVIDER is anthropic but ANTHROPIC_API_KEY is not set."
             )
         return AnthropicProvider(
-            api_key=settings.anthropic_api_key, model=settings.anthropic_model,
-            base_url=settings.anthropic_base_url, **common,
+            api_key=settings.anthropic_api_key,
+            model=settings.anthropic_model,
+            base_url=settings.anthropic_base_url,
+            **common,
         )
     return OfflineProvider()
 
@@ -126,12 +130,16 @@ def build_container(settings: Settings) -> Container:
                 raise ConfigurationError(
                     "VAMU_NOTIFY includes webhook: set VAMU_WEBHOOK_URL and VAMU_WEBHOOK_SECRET."
                 )
-            webhook = WebhookTransport(url=settings.webhook_url, secret=settings.webhook_secret,
-                                       timeout_s=settings.webhook_timeout_s)
+            webhook = WebhookTransport(
+                url=settings.webhook_url,
+                secret=settings.webhook_secret,
+                timeout_s=settings.webhook_timeout_s,
+            )
             transports[name] = webhook
             closers.append(webhook.close)
-    return Container(settings, store, context, providers, transports, primary, redis_client,
-                     closers)
+    return Container(
+        settings, store, context, providers, transports, primary, redis_client, closers
+    )
 
 
 _lock = threading.Lock()

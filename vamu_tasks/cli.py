@@ -99,7 +99,11 @@ def enqueue() -> None:
 @click.option("--wait", is_flag=True, help="Follow the job to its end and print the result.")
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def enqueue_inspiration(
-    user_id: str, count: int | None, hint: str | None, locale: str | None, wait: bool,
+    user_id: str,
+    count: int | None,
+    hint: str | None,
+    locale: str | None,
+    wait: bool,
     timeout: float,
 ) -> None:
     """Ask for event ideas for a user."""

@@ -42,11 +42,30 @@ def _start_worker(data_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes
     log_path = data_dir / "worker.log"
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "vamu_tasks", "worker",
-             "--pool", "threads", "--concurrency", "8", "--queues", "inspiration,notify",
-             "--hostname", "demo@%h", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            env={**os.environ, **env}, stdout=log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "vamu_tasks",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                "8",
+                "--queues",
+                "inspiration,notify",
+                "--hostname",
+                "demo@%h",
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+            ],
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
 
 

@@ -21,7 +21,10 @@ class FeatureSpec:
 
 FEATURES: dict[Feature, FeatureSpec] = {
     "inspiration": FeatureSpec(
-        "inspiration", "inspiration.generate", "vamu.inspiration.generate", "inspiration",
+        "inspiration",
+        "inspiration.generate",
+        "vamu.inspiration.generate",
+        "inspiration",
         InspirationRequest,
     ),
 }

@@ -74,8 +74,9 @@ def run_job(store: JobStore, job_id: uuid.UUID, handler: Handler) -> JobOutcome:
         # A bug, not a condition: retrying would repeat it, so the job fails as internal.
         log.exception("job %s crashed in its use case", job.id)
         return fail_job(store, job, "internal", f"{type(exc).__name__}: {exc}"[:500], meter.spend)
-    done = store.succeed(job.id, output.result, meter.spend,
-                         [ready_notification(job, output.ready_event)])
+    done = store.succeed(
+        job.id, output.result, meter.spend, [ready_notification(job, output.ready_event)]
+    )
     return _outcome(store, done)
 
 

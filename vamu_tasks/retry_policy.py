@@ -22,8 +22,9 @@ class RetryPolicy:
         ceiling = min(self.cap_s, self.base_s * 2**retries)
         return (rng or random).uniform(ceiling / 2, ceiling)
 
-    def countdown(self, retries: int, error: TransientError, rng: random.Random | None = None
-                  ) -> float:
+    def countdown(
+        self, retries: int, error: TransientError, rng: random.Random | None = None
+    ) -> float:
         """Wait at least what the provider asked, never longer than the cap."""
         wait = self.backoff(retries, rng)
         if error.retry_after is not None:

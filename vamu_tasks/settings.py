@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     llm_provider: ProviderName | None = None
     llm_fallback: ProviderName | None = None
     openai_model: str = "gpt-5-mini"
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-4-6"
     openai_api_key: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "VAMU_OPENAI_API_KEY")
     )

@@ -56,11 +56,11 @@ def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> 
         outcome = _after_transient(task, container, ref.job_id, failed, ref.provider)
     except StoreUnavailable as exc:
         # The database went away before the attempt could start or end: try again later.
-        raise task.retry(countdown=policy_for(container).backoff(task.request.retries),
-                         max_retries=None) from exc
+        raise task.retry(
+            countdown=policy_for(container).backoff(task.request.retries), max_retries=None
+        ) from exc
     send_notifications(task, outcome)
-    return TaskOutcome(job_id=outcome.job_id, status=outcome.status,
-                       error_kind=outcome.error_kind)
+    return TaskOutcome(job_id=outcome.job_id, status=outcome.status, error_kind=outcome.error_kind)
 
 
 def _after_transient(
@@ -80,15 +80,24 @@ def _after_transient(
         fallback=settings.llm_fallback,
         on_fallback=provider is not None and provider == settings.llm_fallback,
     )
-    log.warning("job %s attempt failed (%s: %s); %s", job_id, error.error_kind, error.message,
-                decision.action)
+    log.warning(
+        "job %s attempt failed (%s: %s); %s",
+        job_id,
+        error.error_kind,
+        error.message,
+        decision.action,
+    )
     if decision.action == "give_up":
         try:
             job = container.store.get_job(job_id)
             assert job is not None
-            return fail_job(container.store, job, error.error_kind,
-                            f"{error.message} (gave up after {task.request.retries} retries)",
-                            failed.spend)
+            return fail_job(
+                container.store,
+                job,
+                error.error_kind,
+                f"{error.message} (gave up after {task.request.retries} retries)",
+                failed.spend,
+            )
         except StoreUnavailable:
             # Nothing may vanish: without a database to record the failure, keep retrying.
             decision_countdown = settings.retry_backoff_max_s
@@ -98,8 +107,9 @@ def _after_transient(
     except StoreUnavailable:
         log.warning("job %s: database unavailable, retrying without recording why", job_id)
     ref = JobRef(job_id=job_id, provider=decision.provider or provider)
-    raise task.retry(kwargs={"ref": ref.model_dump(mode="json")}, countdown=decision.countdown,
-                     max_retries=None) from error
+    raise task.retry(
+        kwargs={"ref": ref.model_dump(mode="json")}, countdown=decision.countdown, max_retries=None
+    ) from error
 
 
 def event_kwargs(event_id: uuid.UUID) -> dict[str, Any]:

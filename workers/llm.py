@@ -14,11 +14,16 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
     queues = ",".join(spec.queue for spec in FEATURES.values())
     return [
         "worker",
-        "--queues", queues,
-        "--pool", "threads",
-        "--concurrency", str(settings.llm_concurrency),
-        "--hostname", "llm@%h",
-        "--loglevel", "INFO",
+        "--queues",
+        queues,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(settings.llm_concurrency),
+        "--hostname",
+        "llm@%h",
+        "--loglevel",
+        "INFO",
         *extra,
     ]
 

@@ -13,14 +13,21 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     return [
         "worker",
-        "--queues", NOTIFY_QUEUE,
-        "--pool", "threads",
-        "--concurrency", str(settings.notify_concurrency),
-        "--hostname", "notify@%h",
-        "--loglevel", "INFO",
+        "--queues",
+        NOTIFY_QUEUE,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(settings.notify_concurrency),
+        "--hostname",
+        "notify@%h",
+        "--loglevel",
+        "INFO",
         # Embedded beat runs the outbox sweep; with several notify workers, give it to one
         # (`--no-beat` on the others) or run `celery -A vamu_tasks beat` on its own.
-        "--beat", "--schedule", str(schedule),
+        "--beat",
+        "--schedule",
+        str(schedule),
         *extra,
     ]
 

@@ -37,8 +37,7 @@ def generate_ideas(
     llm_request = LLMRequest(
         system=prompts.SYSTEM,
         messages=(
-            Message("user", prompts.user_prompt(user, request.count, request.locale,
-                                                request.hint)),
+            Message("user", prompts.user_prompt(user, request.count, request.locale, request.hint)),
         ),
         output_schema=OutputSchema("event_ideas", llm_output_schema(request.count)),
         max_output_tokens=max_output_tokens,
@@ -46,9 +45,7 @@ def generate_ideas(
 
     def exactly_count(result: InspirationResult) -> InspirationResult:
         if len(result.ideas) < request.count:
-            raise ValueError(
-                f"expected {request.count} ideas, got {len(result.ideas)}"
-            )
+            raise ValueError(f"expected {request.count} ideas, got {len(result.ideas)}")
         # A model that gives more than asked is trimmed rather than sent back.
         return InspirationResult(ideas=result.ideas[: request.count])
 

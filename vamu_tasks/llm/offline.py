@@ -10,8 +10,18 @@ from typing import Any
 from vamu_tasks.domain import LLMRequest, LLMResult, Usage
 
 _WORDS = (
-    "riverside", "rooftop", "candlelit", "open-air", "neighbourhood", "late-night", "sunrise",
-    "acoustic", "pop-up", "community", "hidden", "weekend",
+    "riverside",
+    "rooftop",
+    "candlelit",
+    "open-air",
+    "neighbourhood",
+    "late-night",
+    "sunrise",
+    "acoustic",
+    "pop-up",
+    "community",
+    "hidden",
+    "weekend",
 )
 _KINDS = ("meetup", "session", "walk", "night", "workshop", "tasting", "jam", "market")
 _STOP = frozenset(
@@ -41,8 +51,9 @@ class OfflineProvider:
             last = request.messages[-1].content if request.messages else ""
             text = f"(offline model) You said: {last[:200]}"
         usage = Usage(input_tokens=max(1, len(prompt) // 4), output_tokens=max(1, len(text) // 4))
-        return LLMResult(text=text, provider=self.name, model=self.model, usage=usage,
-                         stop_reason="end")
+        return LLMResult(
+            text=text, provider=self.name, model=self.model, usage=usage, stop_reason="end"
+        )
 
 
 def _prompt_words(text: str) -> list[str]:
@@ -110,8 +121,10 @@ class _Instance:
         if name == "title":
             return f"{self._pick(_WORDS).capitalize()} {topic} {self._pick(_KINDS)}"
         if name == "description":
-            return (f"A {self._pick(_KINDS)} for people into {topic}, {self._pick(_WORDS)} "
-                    "and small enough to meet people.")
+            return (
+                f"A {self._pick(_KINDS)} for people into {topic}, {self._pick(_WORDS)} "
+                "and small enough to meet people."
+            )
         if name == "category":
             return topic
         if name == "when":

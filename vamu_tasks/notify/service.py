@@ -63,6 +63,7 @@ def deliver(
         outbox.mark_delivered(event_id, name)
         delivered.append(name)
     if failed:
-        outbox.record_delivery_failure(event_id, "; ".join(f"{k}: {v}" for k, v in failed.items()),
-                                       retry_in_s)
+        outbox.record_delivery_failure(
+            event_id, "; ".join(f"{k}: {v}" for k, v in failed.items()), retry_in_s
+        )
     return DeliveryReport(delivered, failed)

@@ -32,7 +32,9 @@ def deliver(self: Task[Any, Any], ref: EventRef) -> list[str]:
     retries = self.request.retries
     countdown = policy.backoff(retries)
     report = deliver_notification(
-        container.store, container.transports, event_id,
+        container.store,
+        container.transports,
+        event_id,
         retry_in_s=countdown + settings.outbox_stale_after_s,
     )
     if report.complete:
@@ -40,8 +42,11 @@ def deliver(self: Task[Any, Any], ref: EventRef) -> list[str]:
     try:
         raise self.retry(countdown=countdown, max_retries=settings.notify_max_retries)
     except MaxRetriesExceededError:
-        log.error("notification %s still undelivered (%s); left to the outbox sweeper",
-                  event_id, report.failed)
+        log.error(
+            "notification %s still undelivered (%s); left to the outbox sweeper",
+            event_id,
+            report.failed,
+        )
         return list(report.delivered)
 
 

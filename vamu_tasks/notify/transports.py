@@ -30,7 +30,9 @@ class LogTransport:
 
     def send(self, notification: Notification) -> None:
         log.info(
-            "notification %s to %s: %s", notification.event, room_for(notification.user_id),
+            "notification %s to %s: %s",
+            notification.event,
+            room_for(notification.user_id),
             json.dumps(dict(notification.data), sort_keys=True),
         )
 
@@ -43,8 +45,9 @@ class SocketIOTransport:
 
     def send(self, notification: Notification) -> None:
         try:
-            self._emitter.emit(room_for(notification.user_id), notification.event,
-                               notification.data)
+            self._emitter.emit(
+                room_for(notification.user_id), notification.event, notification.data
+            )
         except Exception as exc:
             raise DeliveryFailed(f"Socket.IO emit failed ({type(exc).__name__}).") from exc
 

@@ -169,8 +169,12 @@ class SqlAlchemyJobStore:
     ) -> JobRecord:
         return self._finish(
             job_id,
-            {"status": "succeeded", "result": dict(result), "error_kind": None,
-             "error_message": None},
+            {
+                "status": "succeeded",
+                "result": dict(result),
+                "error_kind": None,
+                "error_message": None,
+            },
             spend,
             notifications,
         )
@@ -185,8 +189,11 @@ class SqlAlchemyJobStore:
     ) -> JobRecord:
         return self._finish(
             job_id,
-            {"status": "failed", "error_kind": error_kind,
-             "error_message": error_message[:MAX_ERROR_MESSAGE]},
+            {
+                "status": "failed",
+                "error_kind": error_kind,
+                "error_message": error_message[:MAX_ERROR_MESSAGE],
+            },
             spend,
             notifications,
         )
@@ -251,7 +258,10 @@ class SqlAlchemyJobStore:
             if row is None:
                 return None
             note = Notification(
-                id=row.id, event=row.event, user_id=row.user_id, job_id=row.job_id,
+                id=row.id,
+                event=row.event,
+                user_id=row.user_id,
+                job_id=row.job_id,
                 data=row.payload,
             )
             return note, list(row.pending_transports)

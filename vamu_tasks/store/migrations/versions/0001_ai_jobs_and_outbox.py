@@ -74,9 +74,7 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_notification_outbox_job_id", "notification_outbox", ["job_id"])
-    op.create_index(
-        "ix_outbox_pending", "notification_outbox", ["delivered_at", "next_attempt_at"]
-    )
+    op.create_index("ix_outbox_pending", "notification_outbox", ["delivered_at", "next_attempt_at"])
 
 
 def downgrade() -> None:

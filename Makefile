@@ -1,0 +1,50 @@
+# vamu-tasks: `make demo` runs the main job end to end on embedded defaults; `make test` runs every check.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+NODE_DIR := tests/e2e/node
+
+.PHONY: demo test install node-deps lint typecheck format unit integration e2e clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(BIN)/.installed
+
+$(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package-lock.json
+	npm ci --prefix $(NODE_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: $(NODE_DIR)/node_modules/.package-lock.json
+
+demo: install
+	$(BIN)/vamu-tasks demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check vamu_tasks workers celeryconfig.py
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format vamu_tasks workers celeryconfig.py
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest tests/unit -q
+
+integration: install node-deps
+	$(BIN)/pytest tests/integration -q
+
+e2e: install node-deps
+	$(BIN)/pytest tests/e2e -q
+
+test: install node-deps lint typecheck
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .vamu $(NODE_DIR)/node_modules

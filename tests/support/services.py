@@ -1,0 +1,47 @@
+"""Throwaway PostgreSQL databases and Redis DB numbers for the tests, cleaned up afterwards."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+import sqlalchemy as sa
+
+PG_ADMIN_URL = os.environ.get(
+    "VAMU_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_BASE_URL = os.environ.get("VAMU_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# Our own DB numbers, away from the default 0 that other tools on the machine use.
+REDIS_BROKER_DB = 11
+REDIS_APP_DB = 12
+
+
+def redis_url(db: int) -> str:
+    return f"{REDIS_BASE_URL}/{db}"
+
+
+def flush_redis(db: int) -> None:
+    client = redis.Redis.from_url(redis_url(db))
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@contextmanager
+def temporary_database(prefix: str = "vamu_test") -> Iterator[str]:
+    """Create an empty PostgreSQL database; drop it (forcibly) on exit."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,249 @@
+"""In-memory fakes of the ports, for use-case tests, benchmarks and experiments."""
+
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from vamu_tasks.domain import (
+    TERMINAL_STATUSES,
+    JobRecord,
+    LLMRequest,
+    LLMResult,
+    NewJob,
+    Notification,
+    Spend,
+    Usage,
+)
+from vamu_tasks.errors import VamuError
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Outbox:
+    notification: Notification
+    pending: list[str]
+    attempts: int = 0
+    last_error: str | None = None
+
+
+class InMemoryJobStore:
+    """Behaves like `SqlAlchemyJobStore`, including once-only finishing and the outbox."""
+
+    def __init__(self, *, transports: Sequence[str] = ("log",)) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[uuid.UUID, JobRecord] = {}
+        self._refs: dict[tuple[str, str], uuid.UUID] = {}
+        self._transports = list(transports)
+        self.outbox: dict[uuid.UUID, _Outbox] = {}
+
+    @property
+    def jobs(self) -> list[JobRecord]:
+        with self._lock:
+            return list(self._jobs.values())
+
+    def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
+        with self._lock:
+            if job.source_ref is not None and (job.source, job.source_ref) in self._refs:
+                return self._jobs[self._refs[(job.source, job.source_ref)]], False
+            record = JobRecord(
+                id=job.id,
+                feature=job.feature,
+                user_id=job.user_id,
+                status="queued",
+                request=copy.deepcopy(dict(job.request)),
+                result=None,
+                error_kind=None,
+                error_message=None,
+                attempts=0,
+                source=job.source,
+                source_ref=job.source_ref,
+                provider=None,
+                model=None,
+                input_tokens=None,
+                output_tokens=None,
+                cost_usd=None,
+                created_at=_now(),
+                started_at=None,
+                finished_at=None,
+                rerun_of=job.rerun_of,
+            )
+            self._jobs[job.id] = record
+            if job.source_ref is not None:
+                self._refs[(job.source, job.source_ref)] = job.id
+            return record, True
+
+    def get_job(self, job_id: uuid.UUID) -> JobRecord | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def _get(self, job_id: uuid.UUID) -> JobRecord:
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise LookupError(f"No ai_jobs row {job_id}") from None
+
+    def start_attempt(self, job_id: uuid.UUID) -> JobRecord:
+        with self._lock:
+            job = self._get(job_id)
+            if job.status in TERMINAL_STATUSES:
+                return job
+            job = replace(
+                job,
+                status="running",
+                attempts=job.attempts + 1,
+                started_at=job.started_at or _now(),
+            )
+            self._jobs[job_id] = job
+            return job
+
+    def requeue(self, job_id: uuid.UUID, error_kind: str, error_message: str) -> None:
+        with self._lock:
+            job = self._get(job_id)
+            if job.status in ("queued", "running"):
+                self._jobs[job_id] = replace(
+                    job, status="queued", error_kind=error_kind, error_message=error_message
+                )
+
+    def succeed(
+        self,
+        job_id: uuid.UUID,
+        result: Mapping[str, Any],
+        spend: Spend,
+        notifications: Sequence[Notification],
+    ) -> JobRecord:
+        return self._finish(
+            job_id,
+            spend,
+            notifications,
+            status="succeeded",
+            result=copy.deepcopy(dict(result)),
+            error_kind=None,
+            error_message=None,
+        )
+
+    def fail(
+        self,
+        job_id: uuid.UUID,
+        error_kind: str,
+        error_message: str,
+        spend: Spend,
+        notifications: Sequence[Notification],
+    ) -> JobRecord:
+        return self._finish(
+            job_id,
+            spend,
+            notifications,
+            status="failed",
+            error_kind=error_kind,
+            error_message=error_message,
+        )
+
+    def _finish(
+        self, job_id: uuid.UUID, spend: Spend, notifications: Sequence[Notification], **values: Any
+    ) -> JobRecord:
+        with self._lock:
+            job = self._get(job_id)
+            if job.status in TERMINAL_STATUSES:
+                return job
+            if spend.provider is not None:
+                values.update(
+                    provider=spend.provider,
+                    model=spend.model,
+                    input_tokens=(job.input_tokens or 0) + spend.usage.input_tokens,
+                    output_tokens=(job.output_tokens or 0) + spend.usage.output_tokens,
+                    cost_usd=(job.cost_usd or 0) + spend.cost_usd
+                    if spend.cost_usd is not None
+                    else job.cost_usd,
+                )
+            job = replace(job, finished_at=_now(), **values)
+            self._jobs[job_id] = job
+            if self._transports:
+                for note in notifications:
+                    self.outbox.setdefault(note.id, _Outbox(note, list(self._transports)))
+            return job
+
+    def pending_notifications(self, job_id: uuid.UUID) -> list[uuid.UUID]:
+        with self._lock:
+            return [
+                k for k, v in self.outbox.items() if v.notification.job_id == job_id and v.pending
+            ]
+
+    def get_notification(self, event_id: uuid.UUID) -> tuple[Notification, list[str]] | None:
+        with self._lock:
+            row = self.outbox.get(event_id)
+            return (row.notification, list(row.pending)) if row else None
+
+    def mark_delivered(self, event_id: uuid.UUID, transport: str) -> None:
+        with self._lock:
+            row = self.outbox.get(event_id)
+            if row is not None:
+                row.pending = [t for t in row.pending if t != transport]
+
+    def record_delivery_failure(self, event_id: uuid.UUID, error: str, retry_in_s: float) -> None:
+        with self._lock:
+            row = self.outbox.get(event_id)
+            if row is not None:
+                row.attempts += 1
+                row.last_error = error
+
+
+Script = Callable[[LLMRequest], LLMResult | str | VamuError]
+
+
+class ScriptedLLM:
+    """An `LLMProvider` that answers from a list of texts or errors, and records every request."""
+
+    def __init__(
+        self,
+        answers: Iterable[str | VamuError] = (),
+        *,
+        name: str = "scripted",
+        model: str = "gpt-5-mini",
+        usage: Usage | None = None,
+    ) -> None:
+        self.name = name
+        self.model = model
+        self._answers = list(answers)
+        self._usage = usage or Usage(input_tokens=100, output_tokens=50)
+        self.requests: list[LLMRequest] = []
+
+    def push(self, *answers: str | VamuError) -> None:
+        self._answers.extend(answers)
+
+    def complete(self, request: LLMRequest) -> LLMResult:
+        self.requests.append(request)
+        if not self._answers:
+            raise AssertionError("ScriptedLLM has no answer left for this request")
+        answer = self._answers.pop(0)
+        if isinstance(answer, VamuError):
+            raise answer
+        return LLMResult(answer, self.name, self.model, self._usage, "end")
+
+
+class RecordingTransport:
+    """A `Transport` that keeps what it was sent; `fail_next` makes the next sends fail."""
+
+    def __init__(self, name: str = "log") -> None:
+        self.name = name
+        self.sent: list[Notification] = []
+        self._failures = 0
+
+    def fail_next(self, count: int = 1) -> None:
+        self._failures += count
+
+    def send(self, notification: Notification) -> None:
+        from vamu_tasks.notify.transports import DeliveryFailed
+
+        if self._failures:
+            self._failures -= 1
+            raise DeliveryFailed(f"{self.name} is down (test)")
+        self.sent.append(notification)
