@@ -56,9 +56,7 @@ def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> 
         outcome = _after_transient(task, container, ref.job_id, failed, ref.provider)
     except StoreUnavailable as exc:
         # The database went away before the attempt could start or end: try again later.
-        raise task.retry(
-            countdown=policy_for(container).backoff(task.request.retries), max_retries=None
-        ) from exc
+        raise task.retry(countdown=policy_for(container).backoff(task.request.retries)) from exc
     send_notifications(task, outcome)
     return TaskOutcome(job_id=outcome.job_id, status=outcome.status, error_kind=outcome.error_kind)
 
@@ -101,14 +99,14 @@ def _after_transient(
         except StoreUnavailable:
             # Nothing may vanish: without a database to record the failure, keep retrying.
             decision_countdown = settings.retry_backoff_max_s
-            raise task.retry(countdown=decision_countdown, max_retries=None) from error
+            raise task.retry(countdown=decision_countdown) from error
     try:
         container.store.requeue(job_id, error.error_kind, error.message)
     except StoreUnavailable:
         log.warning("job %s: database unavailable, retrying without recording why", job_id)
     ref = JobRef(job_id=job_id, provider=decision.provider or provider)
     raise task.retry(
-        kwargs={"ref": ref.model_dump(mode="json")}, countdown=decision.countdown, max_retries=None
+        kwargs={"ref": ref.model_dump(mode="json")}, countdown=decision.countdown
     ) from error
 
 

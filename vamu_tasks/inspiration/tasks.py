@@ -28,6 +28,7 @@ def make_handler(container: Container, provider: str | None) -> Handler:
     return handle
 
 
-@shared_task(bind=True, name="vamu.inspiration.generate", pydantic=True)
+# max_retries=None: the retry budget is RetryPolicy's (task_runner), not Celery's default of 3.
+@shared_task(bind=True, name="vamu.inspiration.generate", pydantic=True, max_retries=None)
 def generate(self: Task[Any, Any], ref: JobRef) -> TaskOutcome:
     return execute(self, ref, make_handler)
