@@ -12,6 +12,7 @@ from kombu import Queue
 
 from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, SWEEP_TASK
 from vamu_tasks.settings import Settings
+from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
 
 _settings = Settings()
 
@@ -62,6 +63,9 @@ task_routes = {spec.task_name: {"queue": spec.queue} for spec in FEATURES.values
 }
 task_default_queue = NOTIFY_QUEUE
 task_create_missing_queues = False
+
+worker_log_format = LOG_FORMAT
+worker_task_log_format = TASK_LOG_FORMAT
 
 worker_send_task_events = True
 task_send_sent_event = True

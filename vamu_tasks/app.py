@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
+from celery import Celery, Task
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_shutdown,
+)
+
+from vamu_tasks import tracing
 
 app = Celery(
     "vamu_tasks",
@@ -13,6 +21,25 @@ app = Celery(
 )
 # A module name, so the settings are read on first use, not when this module is imported.
 app.config_from_object("celeryconfig")
+tracing.install_log_record_factory()
+
+
+@task_prerun.connect
+def _enter_trace(
+    task: Task[Any, Any] | None = None, kwargs: dict[str, Any] | None = None, **_: Any
+) -> None:
+    if task is None:
+        return
+    fields = {key: getattr(task.request, key, None) for key in tracing.TRACE_HEADERS}
+    ref = (kwargs or {}).get("ref")
+    if isinstance(ref, dict):
+        fields["job"] = ref.get("job_id") or ref.get("event_id")
+    tracing.set_trace(fields)
+
+
+@task_postrun.connect
+def _leave_trace(**_: Any) -> None:
+    tracing.set_trace(None)
 
 
 @worker_process_init.connect

@@ -16,6 +16,7 @@ Feature = Literal["inspiration", "chatbot", "agent"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobSource = Literal["bullmq", "cli", "api"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+MAX_ERROR_MESSAGE = 2000  # characters of error_message kept on a job row
 
 # Namespace for deterministic event ids: the same job and event always get the same id.
 EVENT_NAMESPACE = uuid.UUID("5b0d6a0e-8c1f-4f3e-9f8a-6d2b7c1e4a90")

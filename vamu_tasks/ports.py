@@ -48,12 +48,18 @@ class JobStore(Protocol):
 
     def get_job(self, job_id: uuid.UUID) -> JobRecord | None: ...
 
+    def find_job(self, source: str, source_ref: str) -> JobRecord | None:
+        """The job created from this source and reference, if any."""
+        ...
+
     def start_attempt(self, job_id: uuid.UUID) -> JobRecord:
         """Mark a non-terminal job running and count the attempt; return terminal jobs unchanged."""
         ...
 
-    def requeue(self, job_id: uuid.UUID, error_kind: str, error_message: str) -> None:
-        """Put a running job back to queued, noting why it will run again."""
+    def requeue(
+        self, job_id: uuid.UUID, error_kind: str, error_message: str, spend: Spend | None = None
+    ) -> None:
+        """Put a running job back to queued, noting why, and adding what the attempt spent."""
         ...
 
     def succeed(

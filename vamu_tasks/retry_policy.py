@@ -49,7 +49,8 @@ def decide(
     on_fallback: bool,
 ) -> Decision:
     """Retry within the budget; then switch to the fallback provider once with a fresh budget."""
-    budget = policy.max_retries * (2 if on_fallback else 1)
+    # Switching to the fallback is itself a Celery retry, hence the + 1.
+    budget = policy.max_retries * 2 + 1 if on_fallback else policy.max_retries
     if retries < budget:
         return Decision("retry", policy.countdown(retries, error))
     can_fall_back = (

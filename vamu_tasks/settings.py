@@ -83,7 +83,15 @@ class Settings(BaseSettings):
     notify_concurrency: int = 20
 
     bullmq_queue: str = "vamu-ai"
+    bullmq_sync_queue: str = "vamu-ai-sync"
     bullmq_prefix: str = "bull"
+    bridge_concurrency: int = 50
+    bridge_sync_concurrency: int = 50
+    bridge_sync_timeout_s: float = 30.0
+    bridge_lock_duration_ms: int = 30_000
+    bridge_stalled_interval_ms: int = 30_000
+    bridge_max_stalled_count: int = 1
+    quota_jobs_per_user_per_hour: int = 120
 
     @field_validator("notify", mode="before")
     @classmethod

@@ -18,6 +18,7 @@ from vamu_tasks.errors import StoreUnavailable
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
 from vamu_tasks.jobs import AttemptFailed, Handler, JobOutcome, fail_job, run_job
 from vamu_tasks.retry_policy import RetryPolicy, decide
+from vamu_tasks.tracing import current_trace
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def _after_transient(
             decision_countdown = settings.retry_backoff_max_s
             raise task.retry(countdown=decision_countdown) from error
     try:
-        container.store.requeue(job_id, error.error_kind, error.message)
+        container.store.requeue(job_id, error.error_kind, error.message, failed.spend)
     except StoreUnavailable:
         log.warning("job %s: database unavailable, retrying without recording why", job_id)
     ref = JobRef(job_id=job_id, provider=decision.provider or provider)
@@ -118,6 +119,11 @@ def send_notifications(task: Task[Any, Any], outcome: JobOutcome) -> None:
     """Enqueue delivery of committed notifications; the outbox sweeper covers a failed send."""
     for event_id in outcome.notifications:
         try:
-            task.app.send_task(DELIVER_TASK, kwargs=event_kwargs(event_id), queue=NOTIFY_QUEUE)
+            task.app.send_task(
+                DELIVER_TASK,
+                kwargs=event_kwargs(event_id),
+                queue=NOTIFY_QUEUE,
+                headers=current_trace(),
+            )
         except Exception:
             log.exception("could not enqueue notification %s; the outbox sweeper will", event_id)

@@ -312,14 +312,6 @@ def test_an_anthropic_billing_error_is_a_quota_error(
     assert error.error_kind == "quota"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: map_anthropic_error only treats error type billing_error as quota; Anthropic "
-        "reports an empty credit balance as 400 invalid_request_error 'Your credit balance is "
-        "too low to access the Anthropic API...', which becomes ProviderRejected/provider_error"
-    ),
-)
 def test_an_anthropic_credit_balance_too_low_error_is_a_quota_error(
     anthropic_provider: Provider, fake_llm: FakeLLMServer
 ) -> None:

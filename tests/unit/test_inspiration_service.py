@@ -9,7 +9,13 @@ import pytest
 
 from vamu_tasks.context.samples import SAMPLE_USERS
 from vamu_tasks.context.static import StaticUserContextClient
-from vamu_tasks.errors import ProviderUnavailable, RateLimited, SchemaInvalid, UserNotFound
+from vamu_tasks.errors import (
+    ProviderUnavailable,
+    RateLimited,
+    SchemaInvalid,
+    TransientError,
+    UserNotFound,
+)
 from vamu_tasks.inspiration.schemas import InspirationRequest
 from vamu_tasks.inspiration.service import generate_ideas
 from vamu_tasks.llm.pricing import PRICES
@@ -199,7 +205,7 @@ def test_an_unknown_user_raises_user_not_found_before_any_llm_call() -> None:
 @pytest.mark.parametrize(
     "error", [RateLimited("slow down", retry_after=7.0), ProviderUnavailable("529 overloaded")]
 )
-def test_a_transient_llm_error_propagates_unchanged(error: Exception) -> None:
+def test_a_transient_llm_error_propagates_unchanged(error: TransientError) -> None:
     llm = ScriptedLLM([error])
 
     with pytest.raises(type(error)) as caught:

@@ -36,8 +36,13 @@ def succeeding(job: JobRecord, meter: SpendMeter) -> FeatureResult:
     return FeatureResult(IDEAS, READY)
 
 
-def must_not_run(job: JobRecord, meter: SpendMeter) -> FeatureResult:
-    raise AssertionError("the handler ran for a job that had already ended")
+class CountingHandler:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, job: JobRecord, meter: SpendMeter) -> FeatureResult:
+        self.calls += 1
+        return succeeding(job, meter)
 
 
 def raising(error: Exception, *, calls: int = 1):
@@ -88,11 +93,13 @@ def test_a_job_that_already_succeeded_is_not_run_again_and_not_notified_twice() 
     job = new_job(store)
     run_job(store, job.id, succeeding)
     [first_note] = notes(store)
+    handler = CountingHandler()
 
-    again = run_job(store, job.id, must_not_run)
+    again = run_job(store, job.id, handler)
 
     row = store.get_job(job.id)
     assert row is not None
+    assert handler.calls == 0
     assert again.status == "succeeded"
     assert row.attempts == 1
     assert row.result == IDEAS
@@ -105,9 +112,11 @@ def test_a_job_that_already_failed_is_not_run_again() -> None:
     store = InMemoryJobStore()
     job = new_job(store)
     run_job(store, job.id, raising(UserNotFound()))
+    handler = CountingHandler()
 
-    again = run_job(store, job.id, must_not_run)
+    again = run_job(store, job.id, handler)
 
+    assert handler.calls == 0
     assert (again.status, again.error_kind) == ("failed", "user_not_found")
     assert len(notes(store)) == 1
 
@@ -129,7 +138,11 @@ def test_a_permanent_error_fails_the_job_with_its_kind_and_one_failed_notificati
     assert row.result is None
     [note] = notes(store)
     assert note.event == FAILED_EVENT == "ai-job-failed"
-    assert note.data == {"jobId": str(job.id), "feature": "inspiration", "errorKind": "user_not_found"}
+    assert note.data == {
+        "jobId": str(job.id),
+        "feature": "inspiration",
+        "errorKind": "user_not_found",
+    }
     assert outcome.notifications == [note.id]
 
 

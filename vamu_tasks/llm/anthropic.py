@@ -104,7 +104,8 @@ def map_anthropic_error(exc: Exception) -> VamuError:
     status = exc.status_code
     detail = f"Anthropic {status} {error_type or ''}: {message}".strip()
     retry_after = retry_after_seconds(exc.response.headers)
-    if error_type in _QUOTA_TYPES:
+    # An empty balance arrives as a 400 invalid_request_error; only its message says so.
+    if error_type in _QUOTA_TYPES or "credit balance" in message.lower():
         return QuotaExceeded(detail)
     if status == 429 or error_type == "rate_limit_error":
         return RateLimited(detail, retry_after=retry_after)

@@ -8,11 +8,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vamu_tasks.domain import (
+    MAX_ERROR_MESSAGE,
     TERMINAL_STATUSES,
     Feature,
     JobRecord,
@@ -26,7 +27,6 @@ from vamu_tasks.errors import StoreUnavailable
 from vamu_tasks.store.models import AiJob, NotificationOutbox
 
 OPEN_STATUSES = ("queued", "running")
-MAX_ERROR_MESSAGE = 2000
 
 
 def utcnow() -> datetime:
@@ -52,6 +52,13 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     )
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite keeps no zone; every timestamp we write is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def to_record(row: AiJob) -> JobRecord:
     return JobRecord(
         id=row.id,
@@ -70,11 +77,23 @@ def to_record(row: AiJob) -> JobRecord:
         input_tokens=row.input_tokens,
         output_tokens=row.output_tokens,
         cost_usd=row.cost_usd,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
+        created_at=_aware(row.created_at) or utcnow(),
+        started_at=_aware(row.started_at),
+        finished_at=_aware(row.finished_at),
         rerun_of=row.rerun_of,
     )
+
+
+def _add_spend(row: AiJob, spend: Spend) -> None:
+    """Tokens and cost add up over every attempt; provider and model are the latest call's."""
+    if spend.provider is None:
+        return
+    row.provider = spend.provider
+    row.model = spend.model
+    row.input_tokens = (row.input_tokens or 0) + spend.usage.input_tokens
+    row.output_tokens = (row.output_tokens or 0) + spend.usage.output_tokens
+    if spend.cost_usd is not None:
+        row.cost_usd = (row.cost_usd or 0) + spend.cost_usd
 
 
 class SqlAlchemyJobStore:
@@ -137,6 +156,13 @@ class SqlAlchemyJobStore:
             row = session.get(AiJob, job_id)
             return to_record(row) if row else None
 
+    def find_job(self, source: str, source_ref: str) -> JobRecord | None:
+        with self._session() as session:
+            row = session.scalars(
+                select(AiJob).where(AiJob.source == source, AiJob.source_ref == source_ref)
+            ).one_or_none()
+            return to_record(row) if row else None
+
     def start_attempt(self, job_id: uuid.UUID) -> JobRecord:
         with self._session() as session:
             row = session.get(AiJob, job_id, with_for_update=True)
@@ -148,17 +174,18 @@ class SqlAlchemyJobStore:
                 row.started_at = row.started_at or utcnow()
             return to_record(row)
 
-    def requeue(self, job_id: uuid.UUID, error_kind: str, error_message: str) -> None:
+    def requeue(
+        self, job_id: uuid.UUID, error_kind: str, error_message: str, spend: Spend | None = None
+    ) -> None:
         with self._session() as session:
-            session.execute(
-                update(AiJob)
-                .where(AiJob.id == job_id, AiJob.status.in_(OPEN_STATUSES))
-                .values(
-                    status="queued",
-                    error_kind=error_kind,
-                    error_message=error_message[:MAX_ERROR_MESSAGE],
-                )
-            )
+            row = session.get(AiJob, job_id, with_for_update=True)
+            if row is None or row.status not in OPEN_STATUSES:
+                return
+            row.status = "queued"
+            row.error_kind = error_kind
+            row.error_message = error_message[:MAX_ERROR_MESSAGE]
+            if spend is not None:
+                _add_spend(row, spend)
 
     def succeed(
         self,
@@ -213,13 +240,7 @@ class SqlAlchemyJobStore:
                 return to_record(row)
             for key, value in values.items():
                 setattr(row, key, value)
-            if spend.provider is not None:
-                row.provider = spend.provider
-                row.model = spend.model
-                row.input_tokens = (row.input_tokens or 0) + spend.usage.input_tokens
-                row.output_tokens = (row.output_tokens or 0) + spend.usage.output_tokens
-                if spend.cost_usd is not None:
-                    row.cost_usd = (row.cost_usd or 0) + spend.cost_usd
+            _add_spend(row, spend)
             row.finished_at = utcnow()
             if self._transports:
                 for note in notifications:

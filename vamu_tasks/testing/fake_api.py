@@ -230,7 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
         api = self.server.api
         split = urlsplit(self.path)
-        path = unquote(split.path)
+        # Match routes on the raw path and decode each parameter, as Express does.
+        path = split.path
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
         query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
@@ -388,10 +389,10 @@ class FakeNestApi:
         if request.path == _SEARCH:
             return lambda: self._search(request.query)
         if match := _USER_CONTEXT.match(request.path):
-            user_id = match["user_id"]
+            user_id = unquote(match["user_id"])
             return lambda: self._user_context(user_id)
         if match := _EVENT.match(request.path):
-            event_id = match["event_id"]
+            event_id = unquote(match["event_id"])
             return lambda: self._event(event_id)
         return None
 

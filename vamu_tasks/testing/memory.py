@@ -35,6 +35,20 @@ class _Outbox:
     last_error: str | None = None
 
 
+def _spend_values(job: JobRecord, spend: Spend) -> dict[str, Any]:
+    if spend.provider is None:
+        return {}
+    return {
+        "provider": spend.provider,
+        "model": spend.model,
+        "input_tokens": (job.input_tokens or 0) + spend.usage.input_tokens,
+        "output_tokens": (job.output_tokens or 0) + spend.usage.output_tokens,
+        "cost_usd": (job.cost_usd or 0) + spend.cost_usd
+        if spend.cost_usd is not None
+        else job.cost_usd,
+    }
+
+
 class InMemoryJobStore:
     """Behaves like `SqlAlchemyJobStore`, including once-only finishing and the outbox."""
 
@@ -84,6 +98,11 @@ class InMemoryJobStore:
     def get_job(self, job_id: uuid.UUID) -> JobRecord | None:
         with self._lock:
             return self._jobs.get(job_id)
+
+    def find_job(self, source: str, source_ref: str) -> JobRecord | None:
+        with self._lock:
+            job_id = self._refs.get((source, source_ref))
+            return self._jobs[job_id] if job_id else None
 
     def _get(self, job_id: uuid.UUID) -> JobRecord:
         try:

@@ -1,0 +1,79 @@
+"""`vamu-tasks` as an operator runs it, against the running worker stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import Stack
+from tests.support.llm_answers import ideas_responder
+from tests.support.services import temporary_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def s(stack: Stack, fake_llm, fake_api) -> Stack:
+    fake_llm.set_responder(ideas_responder)
+    return stack
+
+
+def vamu(s: Stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [os.path.join(os.path.dirname(os.sys.executable), "vamu-tasks"), *args],
+        env={**os.environ, **s.env, **(env or {})}, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_db_upgrade_creates_the_tables_on_an_empty_database(s: Stack):
+    with temporary_database("vamu_cli") as url:
+        result = vamu(s, "db", "upgrade", env={"VAMU_DATABASE_URL": url})
+
+        assert result.returncode == 0, result.stderr
+        engine = sa.create_engine(url)
+        tables = set(sa.inspect(engine).get_table_names())
+        engine.dispose()
+    assert {"ai_jobs", "notification_outbox", "alembic_version"} <= tables
+
+
+def test_enqueue_with_wait_prints_the_ideas_and_jobs_show_prints_the_row(s: Stack):
+    result = vamu(s, "enqueue", "inspiration", "--user-id", "u-ada", "--count", "2",
+                  "--hint", "outdoors", "--wait", "--timeout", "30")
+
+    assert result.returncode == 0, result.stderr
+    first_line, rest = result.stdout.split("\n", 1)
+    job_id = json.loads(first_line)["jobId"]
+    assert len(json.loads(rest)["ideas"]) == 2
+    shown = vamu(s, "jobs", "show", job_id)
+    row = json.loads(shown.stdout)
+    assert (row["status"], row["source"], row["attempts"]) == ("succeeded", "cli", 1)
+    assert row["request"] == {"userId": "u-ada", "count": 2, "hint": "outdoors"}
+
+
+def test_enqueue_with_wait_exits_1_and_names_the_error_kind_when_the_job_fails(s: Stack):
+    result = vamu(s, "enqueue", "inspiration", "--user-id", "u-ghost", "--wait", "--timeout", "30")
+
+    assert result.returncode == 1
+    assert "failed: user_not_found" in result.stderr
+
+
+def test_enqueue_refuses_invalid_input_without_creating_a_job(s: Stack):
+    before = len(s.llm.requests)
+    result = vamu(s, "enqueue", "inspiration", "--user-id", "u-ada", "--count", "11")
+
+    assert result.returncode == 1
+    assert "invalid_job: count: Input should be less than or equal to 10" in result.stderr
+    assert len(s.llm.requests) == before
+
+
+def test_jobs_show_says_when_a_job_does_not_exist(s: Stack):
+    missing = uuid.uuid4()
+    result = vamu(s, "jobs", "show", str(missing))
+
+    assert result.returncode == 1
+    assert f"Job {missing} does not exist" in result.stderr

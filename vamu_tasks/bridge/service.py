@@ -1,0 +1,113 @@
+"""The bridge's use cases: accept one BullMQ job as a Celery job, and wait for a quick result.
+
+Plain synchronous code with ports; `vamu_tasks/bridge/worker.py` runs it from BullMQ's asyncio
+worker in a thread pool.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vamu_tasks.bridge.contract import (
+    InvalidJobData,
+    QuotaExceededForUser,
+    UnknownJob,
+    source_ref,
+)
+from vamu_tasks.domain import JobRecord
+from vamu_tasks.errors import InvalidJob
+from vamu_tasks.features import BY_JOB_NAME
+from vamu_tasks.ports import JobStore
+from vamu_tasks.submit import TaskSender, submit_job, validate_request
+
+TRACE_KEYS = ("requestId", "traceparent")
+
+
+class Quota(Protocol):
+    @property
+    def limit(self) -> int: ...
+
+    def take(self, user_id: str) -> bool: ...
+
+    def give_back(self, user_id: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Accepted:
+    job_id: uuid.UUID
+    celery_task_id: str | None
+    created: bool
+
+    def as_return_value(self) -> dict[str, Any]:
+        return {"jobId": str(self.job_id), "celeryTaskId": self.celery_task_id}
+
+
+def trace_headers(data: Mapping[str, Any]) -> dict[str, str]:
+    """The tracing fields a job carries, as Celery message headers."""
+    return {key: str(data[key]) for key in TRACE_KEYS if isinstance(data.get(key), str)}
+
+
+def accept_job(
+    store: JobStore,
+    sender: TaskSender,
+    quota: Quota,
+    *,
+    name: str,
+    data: Any,
+    queue: str,
+    bullmq_job_id: str,
+) -> Accepted:
+    """Validate, count against the user's quota, create the row once, send the Celery task.
+
+    Raises a `Refused` subclass for jobs that can never be accepted; any other exception
+    (database, broker) means "try again later" and leaves nothing half-created: the row is
+    keyed by its source_ref, so a retry finds it and sends the task if it is still queued.
+    """
+    spec = BY_JOB_NAME.get(name)
+    if spec is None:
+        known = ", ".join(sorted(BY_JOB_NAME))
+        raise UnknownJob(f"{name!r} is not a job this bridge runs (known: {known})")
+    if not isinstance(data, Mapping):
+        raise InvalidJobData(f"job data must be a JSON object, got {type(data).__name__}")
+    try:
+        request = validate_request(spec.feature, data)
+    except InvalidJob as exc:
+        raise InvalidJobData(exc.message) from exc
+    user_id = str(request["userId"])
+    ref = source_ref(queue, bullmq_job_id, request.get("requestId"))
+    existing = store.find_job("bullmq", ref)
+    if existing is None and not quota.take(user_id):
+        raise QuotaExceededForUser(f"user {user_id!r} already started {quota.limit} jobs this hour")
+    try:
+        job, task_id = submit_job(
+            store,
+            sender,
+            spec.feature,
+            request,
+            source="bullmq",
+            source_ref=ref,
+            headers=trace_headers(request) | {"vamu_job_ref": ref},
+        )
+    except Exception:
+        if existing is None:
+            quota.give_back(user_id)
+        raise
+    return Accepted(job.id, task_id, created=existing is None)
+
+
+def wait_until_finished(
+    store: JobStore, job_id: uuid.UUID, *, timeout_s: float, poll_s: float = 0.05
+) -> JobRecord | None:
+    """The job once it ended, or None when the timeout passed first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = store.get_job(job_id)
+        if job is not None and job.is_terminal:
+            return job
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll_s)

@@ -1,0 +1,35 @@
+"""`python -m workers.bridge`: turns NestJS's BullMQ jobs into Celery jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from vamu_tasks.bridge.worker import Bridge, build_deps
+from vamu_tasks.settings import Settings
+from vamu_tasks.tracing import LOG_FORMAT, install_log_record_factory
+
+
+async def serve(settings: Settings) -> None:
+    bridge = Bridge(settings, build_deps(settings))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await bridge.start()
+    logging.getLogger("vamu_tasks.bridge").info("bridge ready")
+    await stop.wait()
+    logging.getLogger("vamu_tasks.bridge").info("bridge stopping: finishing jobs in hand")
+    await bridge.close()
+    logging.getLogger("vamu_tasks.bridge").info("bridge stopped")
+
+
+def main() -> None:
+    install_log_record_factory()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    asyncio.run(serve(Settings()))
+
+
+if __name__ == "__main__":
+    main()
