@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import Stack
 from tests.support.bullmq import BridgeProcess, produce
@@ -89,3 +93,233 @@ def test_a_nestjs_job_completes_at_once_and_the_users_room_hears_the_ideas_are_r
         assert len(job.result["ideas"]) == 2
         event = room.wait_for("inspiration-ready", user="u-ada")
         assert event["data"]["jobId"] == str(job_id)
+
+
+def test_an_unknown_job_name_fails_without_retries_and_says_so(b: Bridged):
+    (outcome,) = b.produce([{"name": "inspiration.imagine", "data": {"userId": "u-ada"},
+                             "opts": {"attempts": 3}}])
+
+    assert outcome["state"] == "failed"
+    assert outcome["failedReason"].startswith("unknown_job: 'inspiration.imagine'")
+    assert "inspiration.generate" in outcome["failedReason"]
+    assert outcome["attemptsMade"] == 1
+
+
+def test_invalid_job_data_fails_with_the_field_errors_and_creates_no_row(b: Bridged):
+    (outcome,) = b.produce([{"name": "inspiration.generate",
+                             "data": {"userId": "u-ada", "count": 0, "hint": "x" * 501},
+                             "opts": {"attempts": 3, "jobId": f"bad-{uuid.uuid4().hex}"}}])
+
+    assert outcome["state"] == "failed"
+    reason = outcome["failedReason"]
+    assert reason.startswith("invalid_job: ")
+    assert "count: Input should be greater than or equal to 1" in reason
+    assert "hint: String should have at most 500 characters" in reason
+    assert outcome["attemptsMade"] == 1
+    assert b.rows_for([f"bullmq:{b.queue}:{outcome['id']}"]) == []
+
+
+def test_a_user_over_the_hourly_quota_is_refused_with_quota_exceeded(b: Bridged):
+    user = f"quota-{uuid.uuid4().hex[:8]}"
+    jobs = [{"name": "inspiration.generate", "data": {"userId": user}}] * (QUOTA + 2)
+
+    outcomes = b.produce(jobs)
+
+    states = [o["state"] for o in outcomes]
+    assert states.count("completed") == QUOTA
+    refused = [o for o in outcomes if o["state"] == "failed"]
+    assert len(refused) == 2
+    assert all(o["failedReason"] == f"quota_exceeded: user '{user}' already started {QUOTA} "
+               "jobs this hour" for o in refused)
+
+
+def test_the_same_bullmq_job_id_or_request_id_makes_one_job_row(b: Bridged):
+    job_id, request_id = f"dup-{uuid.uuid4().hex}", f"req-{uuid.uuid4().hex}"
+    jobs = [
+        {"name": "inspiration.generate", "data": {"userId": "u-ada"}, "opts": {"jobId": job_id}},
+        {"name": "inspiration.generate", "data": {"userId": "u-ada"}, "opts": {"jobId": job_id}},
+        {"name": "inspiration.generate", "data": {"userId": "u-ada", "requestId": request_id}},
+        {"name": "inspiration.generate", "data": {"userId": "u-ada", "requestId": request_id}},
+    ]
+
+    outcomes = b.produce(jobs)
+
+    assert [o["state"] for o in outcomes] == ["completed"] * 4
+    by_job_id = {o["returnvalue"]["jobId"] for o in outcomes[:2]}
+    by_request_id = {o["returnvalue"]["jobId"] for o in outcomes[2:]}
+    assert len(by_job_id) == 1 and len(by_request_id) == 1
+    rows = b.rows_for([f"bullmq:{b.queue}:{job_id}", f"request:{request_id}"])
+    assert len(rows) == 2
+
+
+def test_a_job_added_after_the_bridge_idled_past_the_socket_timeout_is_picked_up_at_once(
+    b: Bridged,
+):
+    b.produce([{"name": "inspiration.generate", "data": {"userId": "u-ada"}}])
+    time.sleep(6.5)  # longer than redis-py 8's default socket_timeout of 5 s
+
+    (outcome,) = b.produce([{"name": "inspiration.generate", "data": {"userId": "u-ada"}}])
+
+    assert outcome["state"] == "completed"
+    # With the pitfall, the blocked wait times out and pickup slips by 5-10 s.
+    assert outcome["finishedAt"] - outcome["addedAt"] < 2000
+
+
+def test_a_sync_job_completes_with_the_ideas_themselves(b: Bridged):
+    (outcome,) = b.produce([{"name": "inspiration.generate",
+                             "data": {"userId": "u-bruno", "count": 2}}], sync=True)
+
+    assert outcome["state"] == "completed", outcome
+    value = outcome["returnvalue"]
+    assert value["status"] == "succeeded"
+    assert [i["title"] for i in value["result"]["ideas"]] == ["Idea 1", "Idea 2"]
+    job = b.stack.store.get_job(uuid.UUID(value["jobId"]))
+    assert job is not None and job.result == value["result"]
+
+
+def test_a_sync_job_whose_job_fails_fails_with_the_error_kind(b: Bridged):
+    (outcome,) = b.produce([{"name": "inspiration.generate", "data": {"userId": "u-ghost"}}],
+                           sync=True)
+
+    assert outcome["state"] == "failed"
+    assert outcome["failedReason"].startswith("user_not_found: ")
+
+
+def test_a_sync_job_that_takes_too_long_fails_with_timeout_and_the_job_goes_on(b: Bridged):
+    b.stack.llm.latency = SYNC_TIMEOUT_S + 0.5
+    try:
+        (outcome,) = b.produce([{"name": "inspiration.generate", "data": {"userId": "u-ada"}}],
+                               sync=True)
+    finally:
+        b.stack.llm.latency = 0.0
+
+    assert outcome["state"] == "failed"
+    assert outcome["failedReason"].startswith("timeout: job ")
+    job_id = uuid.UUID(outcome["failedReason"].split()[2])
+    assert wait_for_job(b.stack.store, job_id).status == "succeeded"
+
+
+def test_request_id_and_traceparent_reach_the_row_the_celery_headers_and_every_log(b: Bridged):
+    request_id = f"req-{uuid.uuid4().hex}"
+    traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+
+    (outcome,) = b.produce([{"name": "inspiration.generate",
+                             "data": {"userId": "u-ada", "requestId": request_id,
+                                      "traceparent": traceparent}}])
+
+    job = wait_for_job(b.stack.store, uuid.UUID(outcome["returnvalue"]["jobId"]))
+    assert job.request["requestId"] == request_id
+    assert job.request["traceparent"] == traceparent
+    assert any(traceparent in line and request_id in line
+               for line in b.bridge.log_text().splitlines())
+    deadline = time.monotonic() + 10
+    while True:
+        worker_lines = [line for line in b.stack.worker.log_text().splitlines()
+                        if traceparent in line]
+        tasks = {name for name in ("vamu.inspiration.generate", "vamu.notify.deliver")
+                 if any(name in line for line in worker_lines)}
+        if len(tasks) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert tasks == {"vamu.inspiration.generate", "vamu.notify.deliver"}
+
+
+junk_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
+                                                                 max_size=3),
+    max_leaves=8,
+)
+junk_job = st.fixed_dictionaries({
+    "name": st.sampled_from(["inspiration.generate", "chatbot.reply", "", "x" * 40]) | st.text(
+        max_size=12),
+    "data": st.dictionaries(
+        st.sampled_from(["userId", "count", "hint", "locale", "requestId", "extra"]), junk_value,
+        max_size=4,
+    ) | junk_value,
+})
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@given(jobs=st.lists(junk_job, min_size=20, max_size=20))
+def test_junk_payloads_are_refused_with_a_reason_and_the_bridge_keeps_running(b: Bridged, jobs):
+    outcomes = b.produce(jobs)
+
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        if outcome["state"] == "completed":
+            assert job["name"] == "inspiration.generate"
+            assert b.stack.store.get_job(uuid.UUID(outcome["returnvalue"]["jobId"])) is not None
+        else:
+            assert outcome["failedReason"].split(":")[0] in {
+                "invalid_job", "unknown_job", "quota_exceeded"}, outcome
+            assert outcome["attemptsMade"] == 1
+    assert b.bridge.process is not None and b.bridge.process.poll() is None
+
+
+@pytest.fixture
+def own_bridge_env(bridge_env) -> dict[str, str]:
+    """Queues no other bridge consumes, for tests that kill or stop their bridge."""
+    suffix = uuid.uuid4().hex[:8]
+    return {**bridge_env, "VAMU_BULLMQ_QUEUE": f"vamu-ai-own-{suffix}",
+            "VAMU_BULLMQ_SYNC_QUEUE": f"vamu-ai-sync-own-{suffix}",
+            "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": "0"}
+
+
+def test_a_bridge_killed_mid_batch_loses_no_job_and_duplicates_no_row(
+    b: Bridged, own_bridge_env, tmp_path
+):
+    queue = own_bridge_env["VAMU_BULLMQ_QUEUE"]
+    jobs = [{"name": "inspiration.generate", "data": {"userId": "u-ada"},
+             "opts": {"jobId": f"kill-{i}-{uuid.uuid4().hex[:6]}"}} for i in range(150)]
+    refs = [f"bullmq:{queue}:{job['opts']['jobId']}" for job in jobs]
+    outcomes: list[dict] = []
+    producer = threading.Thread(
+        target=lambda: outcomes.extend(produce(b.stack.app_redis_url, queue, jobs,
+                                               timeout_ms=90_000)))
+
+    first = BridgeProcess(own_bridge_env, tmp_path / "bridge.log").start()
+    producer.start()
+    deadline = time.monotonic() + 30
+    while len(b.rows_for(refs)) < 10:
+        assert time.monotonic() < deadline, "the bridge took no job"
+        time.sleep(0.005)
+    first.kill()
+    accepted_before_kill = len(b.rows_for(refs))
+    with BridgeProcess(own_bridge_env, tmp_path / "bridge.log"):
+        producer.join(120)
+
+    assert not producer.is_alive()
+    assert accepted_before_kill < len(jobs), "the kill came after the batch: nothing tested"
+    assert [o["state"] for o in outcomes] == ["completed"] * len(jobs)
+    rows = b.rows_for(refs)
+    assert len(rows) == len(jobs) == len({r[1] for r in rows})
+    assert {o["returnvalue"]["jobId"] for o in outcomes} == {str(r[0]) for r in rows}
+    for row_id, _, _ in rows:
+        assert wait_for_job(b.stack.store, row_id, timeout=60).status == "succeeded"
+
+
+def test_sigterm_lets_the_bridge_finish_the_jobs_in_hand_before_it_exits(
+    b: Bridged, own_bridge_env, tmp_path
+):
+    sync_queue = own_bridge_env["VAMU_BULLMQ_SYNC_QUEUE"]
+    jobs = [{"name": "inspiration.generate", "data": {"userId": "u-chioma"},
+             "opts": {"jobId": f"term-{i}-{uuid.uuid4().hex[:6]}"}} for i in range(3)]
+    refs = [f"bullmq:{sync_queue}:{job['opts']['jobId']}" for job in jobs]
+    outcomes: list[dict] = []
+    b.stack.llm.latency = 1.0
+    bridge = BridgeProcess(own_bridge_env, tmp_path / "bridge.log").start()
+    producer = threading.Thread(
+        target=lambda: outcomes.extend(produce(b.stack.app_redis_url, sync_queue, jobs)))
+    producer.start()
+    deadline = time.monotonic() + 20
+    while len(b.rows_for(refs)) < len(jobs):
+        assert time.monotonic() < deadline, "the bridge did not take the jobs"
+        time.sleep(0.01)
+
+    exit_code = bridge.terminate()
+    producer.join(60)
+
+    assert exit_code == 0
+    assert [o["state"] for o in outcomes] == ["completed"] * len(jobs)
+    assert all(o["returnvalue"]["status"] == "succeeded" for o in outcomes)
+    assert "bridge stopped" in bridge.log_text()

@@ -34,10 +34,11 @@ for (const client of [pubClient, subClient]) {
 }
 
 const httpServer = http.createServer();
-const io = new Server(httpServer, { adapter: createAdapter(pubClient, subClient, { key: args.key }) });
-io.on("connection", (socket) => {
-  socket.join(`user:${socket.handshake.auth.userId}`);
-});
+let io = null;
+
+function whenReady(client) {
+  return client.status === "ready" ? Promise.resolve() : once(client, "ready");
+}
 
 const clients = [];
 let stopping = false;
@@ -46,7 +47,7 @@ async function stop(code) {
   if (stopping) return;
   stopping = true;
   for (const client of clients) client.disconnect();
-  await new Promise((resolve) => io.close(() => resolve()));
+  if (io) await new Promise((resolve) => io.close(() => resolve()));
   await Promise.allSettled([pubClient.quit(), subClient.quit()]);
   process.exit(code);
 }
@@ -68,7 +69,13 @@ function connectUser(port, user) {
 }
 
 async function main() {
-  await pubClient.ping();
+  // The adapter subscribes as soon as it exists; on a client still running its ready check
+  // (INFO), that subscription makes the check fail, so the clients must be ready first.
+  await Promise.all([whenReady(pubClient), whenReady(subClient)]);
+  io = new Server(httpServer, { adapter: createAdapter(pubClient, subClient, { key: args.key }) });
+  io.on("connection", (socket) => {
+    socket.join(`user:${socket.handshake.auth.userId}`);
+  });
   httpServer.listen(0, "127.0.0.1");
   await once(httpServer, "listening");
   const { port } = httpServer.address();
