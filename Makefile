@@ -26,6 +26,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check vamu_tasks workers celeryconfig.py
+	$(BIN)/vamu-tasks contracts export --check
 
 format: install
 	$(BIN)/ruff check --fix .

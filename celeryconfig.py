@@ -27,6 +27,8 @@ if _settings.is_embedded_broker:
         "data_folder_in": str(_settings.broker_dir),
         "data_folder_out": str(_settings.broker_dir),
         "processed_folder": str(_settings.broker_dir / "processed"),
+        # Remote control (inspect ping) files: under the data dir, not the working directory.
+        "control_folder": str(_settings.broker_dir / "control"),
         "store_processed": False,
         "polling_interval": 0.05,
     }

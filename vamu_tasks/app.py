@@ -8,6 +8,7 @@ from celery import Celery, Task
 from celery.signals import (
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_shutdown,
@@ -40,6 +41,23 @@ def _enter_trace(
 @task_postrun.connect
 def _leave_trace(**_: Any) -> None:
     tracing.set_trace(None)
+
+
+@worker_init.connect
+def _check_configuration(**_: Any) -> None:
+    """Fail at start, not at the first job, when the settings cannot build this process's clients.
+
+    Nothing connects here: building a container creates clients and engines lazily.
+    """
+    from vamu_tasks.bootstrap import build_container
+    from vamu_tasks.errors import VamuError
+    from vamu_tasks.settings import Settings
+
+    try:
+        build_container(Settings()).close()
+    except (VamuError, ValueError) as exc:
+        # SystemExit passes through Celery's signal dispatch, which swallows plain exceptions.
+        raise SystemExit(f"vamu-tasks: configuration error: {exc}") from exc
 
 
 @worker_process_init.connect

@@ -28,6 +28,10 @@ from vamu_tasks.store.repository import SqlAlchemyJobStore
 log = logging.getLogger(__name__)
 
 
+OPENAI_DEFAULT_URL = "https://api.openai.com/v1"
+ANTHROPIC_DEFAULT_URL = "https://api.anthropic.com"
+
+
 class ConfigurationError(InternalError):
     default_message = "The process configuration is incomplete; see the message for the setting."
 
@@ -65,24 +69,29 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
         "max_retries": settings.llm_sdk_max_retries,
         "strict_validation": settings.llm_strict_validation,
     }
+    # Explicit endpoints: an empty OPENAI_BASE_URL in the environment would otherwise be read
+    # by the SDK itself and used as the URL.
     if name == "openai":
         if settings.openai_api_key is None:
-            raise ConfigurationError("VAMU_LLM_PROVIDER is openai but OPENAI_API_KEY is not set.")
+            raise ConfigurationError(
+                "The openai provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs OPENAI_API_KEY."
+            )
         return OpenAIProvider(
             api_key=settings.openai_api_key,
             model=settings.openai_model,
-            base_url=settings.openai_base_url,
+            base_url=settings.openai_base_url or OPENAI_DEFAULT_URL,
             **common,
         )
     if name == "anthropic":
         if settings.anthropic_api_key is None:
             raise ConfigurationError(
-                "VAMU_LLM_PROVIDER is anthropic but ANTHROPIC_API_KEY is not set."
+                "The anthropic provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs "
+                "ANTHROPIC_API_KEY."
             )
         return AnthropicProvider(
             api_key=settings.anthropic_api_key,
             model=settings.anthropic_model,
-            base_url=settings.anthropic_base_url,
+            base_url=settings.anthropic_base_url or ANTHROPIC_DEFAULT_URL,
             **common,
         )
     return OfflineProvider()
@@ -108,13 +117,17 @@ def _add_closer(closers: list[Callable[[], Any]], obj: object) -> None:
 
 def build_container(settings: Settings) -> Container:
     closers: list[Callable[[], Any]] = []
-    store = SqlAlchemyJobStore.from_url(settings.effective_database_url, transports=settings.notify)
+    store = SqlAlchemyJobStore.from_url(
+        settings.effective_database_url,
+        transports=settings.notify,
+        pool_size=settings.database_pool_size,
+    )
     closers.append(store.close)
     context = build_context_client(settings)
     _add_closer(closers, context)
+    # Providers are built on first use, so a notify-only worker needs no LLM key.
     primary = settings.provider_name()
-    providers: dict[str, LLMProvider] = {primary: build_provider(settings, primary)}
-    _add_closer(closers, providers[primary])
+    providers: dict[str, LLMProvider] = {}
     redis_client: redis.Redis | None = None
     transports: dict[str, Transport] = {}
     for name in settings.notify:

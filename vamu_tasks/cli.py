@@ -6,6 +6,7 @@ import json
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import click
@@ -156,6 +157,36 @@ def jobs_show(job_id: uuid.UUID) -> None:
     if job is None:
         raise click.ClickException(f"Job {job_id} does not exist.")
     click.echo(json.dumps(job_as_dict(job), indent=2, ensure_ascii=False))
+
+
+@main.group()
+def contracts() -> None:
+    """The job-data contracts NestJS builds against."""
+
+
+@contracts.command("export")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("docs/schemas"),
+    show_default=True,
+)
+@click.option("--check", is_flag=True, help="Exit 1 if the files differ from the models.")
+def contracts_export(directory: Path, check: bool) -> None:
+    """Write the JSON Schema of each BullMQ job's data (generated from the pydantic models)."""
+    from vamu_tasks.contracts import export, stale
+
+    if check:
+        names = stale(directory)
+        if names:
+            raise click.ClickException(
+                f"out of date: {', '.join(names)}; run `vamu-tasks contracts export`"
+            )
+        click.echo("contracts up to date")
+        return
+    for path in export(directory):
+        click.echo(f"wrote {path}")
 
 
 @main.command()

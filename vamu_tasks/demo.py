@@ -64,6 +64,7 @@ def _start_worker(data_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes
                 "--without-heartbeat",
             ],
             env={**os.environ, **env},
+            cwd=data_dir,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
@@ -83,8 +84,10 @@ def _stop(worker: subprocess.Popen[bytes]) -> None:
 def run_demo(*, keep: bool = False) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="vamu-demo-"))
     env = demo_environment(data_dir)
-    # Before anything reads Settings or the Celery config, so this process uses them too.
+    # Before anything reads Settings or the Celery config, so this process uses them too; and
+    # from the data dir, so a developer's .env cannot override the embedded defaults.
     os.environ.update(env)
+    os.chdir(data_dir)
     try:
         return _run(data_dir, env)
     finally:

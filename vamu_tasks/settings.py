@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Connections per process (and as many again on overflow); jobs hold one only briefly.
+    database_pool_size: int = 10
 
     api_base_url: str | None = None
     api_token: SecretStr | None = None

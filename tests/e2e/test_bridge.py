@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Stack
@@ -225,7 +225,8 @@ def test_request_id_and_traceparent_reach_the_row_the_celery_headers_and_every_l
 
 
 junk_value = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                  max_size=3),
     max_leaves=8,
@@ -240,7 +241,9 @@ junk_job = st.fixed_dictionaries({
 })
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+# Each example is one Node run: few examples, and no shrinking (it would rerun Node many times).
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck),
+          phases=[Phase.explicit, Phase.generate], database=None)
 @given(jobs=st.lists(junk_job, min_size=20, max_size=20))
 def test_junk_payloads_are_refused_with_a_reason_and_the_bridge_keeps_running(b: Bridged, jobs):
     outcomes = b.produce(jobs)

@@ -13,8 +13,6 @@ from typing import Any, Self
 
 from tests.support.node import NODE_DIR, require_node_modules
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def produce(redis_url: str, queue: str, jobs: list[dict[str, Any]], *, wait: bool = True,
             timeout_ms: int = 20000, prefix: str = "bull") -> list[dict[str, Any]]:
@@ -44,7 +42,7 @@ class BridgeProcess:
         offset = len(self.log_text())
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers.bridge"], env=self.env, cwd=ROOT,
+                [sys.executable, "-m", "workers.bridge"], env=self.env, cwd=self.log_path.parent,
                 stdout=log, stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout

@@ -16,8 +16,6 @@ from celery import Celery
 from vamu_tasks.domain import JobRecord
 from vamu_tasks.store.repository import SqlAlchemyJobStore
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 class WorkerProcess:
     """`python -m celery -A vamu_tasks worker`, stopped by its PID on exit."""
@@ -39,7 +37,8 @@ class WorkerProcess:
              "--pool", "threads", "--concurrency", str(self.concurrency),
              "--queues", self.queues, "--hostname", f"{self.name}-{uuid.uuid4().hex[:6]}@%h",
              "--loglevel", "INFO", "--without-gossip", "--without-mingle", *self.extra],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            # Not the repo root: a developer's .env there must not leak into the tests.
+            env=self.env, cwd=self.log_path.parent, stdout=log, stderr=subprocess.STDOUT,
         )
         log.close()
         self.wait_ready()

@@ -105,8 +105,10 @@ class SqlAlchemyJobStore:
         self._transports = list(transports)
 
     @classmethod
-    def from_url(cls, url: str, *, transports: Sequence[str] = ("log",)) -> SqlAlchemyJobStore:
-        return cls(make_engine(url), transports=transports)
+    def from_url(
+        cls, url: str, *, transports: Sequence[str] = ("log",), pool_size: int = 10
+    ) -> SqlAlchemyJobStore:
+        return cls(make_engine(url, pool_size=pool_size), transports=transports)
 
     def close(self) -> None:
         self._engine.dispose()
