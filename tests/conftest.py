@@ -149,7 +149,7 @@ def stack(
         }
         app = sender_app(broker_url)
         store = SqlAlchemyJobStore.from_url(pg_url, transports=["socketio", "webhook", "log"])
-        worker = WorkerProcess(env, queues="inspiration,notify",
+        worker = WorkerProcess(env, queues="inspiration,chatbot,notify",
                                log_path=data_dir / "worker.log")
         with worker:
             yield Stack(env, store, CelerySender(app), app, worker, webhook, fake_llm_server,

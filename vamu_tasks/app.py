@@ -18,7 +18,11 @@ from vamu_tasks import tracing
 
 app = Celery(
     "vamu_tasks",
-    include=["vamu_tasks.inspiration.tasks", "vamu_tasks.notify.tasks"],
+    include=[
+        "vamu_tasks.inspiration.tasks",
+        "vamu_tasks.chatbot.tasks",
+        "vamu_tasks.notify.tasks",
+    ],
 )
 # A module name, so the settings are read on first use, not when this module is imported.
 app.config_from_object("celeryconfig")

@@ -20,10 +20,12 @@ from vamu_tasks.errors import InternalError
 from vamu_tasks.llm.anthropic import AnthropicProvider
 from vamu_tasks.llm.offline import OfflineProvider
 from vamu_tasks.llm.openai import OpenAIProvider
+from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
-from vamu_tasks.ports import LLMProvider, Transport, UserContextClient
+from vamu_tasks.ports import ChatStore, ChunkSink, LLMProvider, Transport, UserContextClient
 from vamu_tasks.settings import ProviderName, Settings
-from vamu_tasks.store.repository import SqlAlchemyJobStore
+from vamu_tasks.store.chat import SqlAlchemyChatStore
+from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,11 @@ class ConfigurationError(InternalError):
 class Container:
     settings: Settings
     store: SqlAlchemyJobStore
+    chats: ChatStore
     context: UserContextClient
     providers: dict[str, LLMProvider]
     transports: dict[str, Transport]
+    chunk_sink: ChunkSink
     primary_provider: ProviderName
     redis: redis.Redis | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
@@ -117,12 +121,9 @@ def _add_closer(closers: list[Callable[[], Any]], obj: object) -> None:
 
 def build_container(settings: Settings) -> Container:
     closers: list[Callable[[], Any]] = []
-    store = SqlAlchemyJobStore.from_url(
-        settings.effective_database_url,
-        transports=settings.notify,
-        pool_size=settings.database_pool_size,
-    )
-    closers.append(store.close)
+    db = Database.from_url(settings.effective_database_url, pool_size=settings.database_pool_size)
+    closers.append(db.close)
+    store = SqlAlchemyJobStore(db, transports=settings.notify)
     context = build_context_client(settings)
     _add_closer(closers, context)
     # Providers are built on first use, so a notify-only worker needs no LLM key.
@@ -150,8 +151,20 @@ def build_container(settings: Settings) -> Container:
             )
             transports[name] = webhook
             closers.append(webhook.close)
+    chunk_sink: ChunkSink = LogChunkSink()
+    if redis_client is not None:
+        chunk_sink = RedisChunkSink(redis_client, key=settings.socketio_key)
     return Container(
-        settings, store, context, providers, transports, primary, redis_client, closers
+        settings,
+        store,
+        SqlAlchemyChatStore(db),
+        context,
+        providers,
+        transports,
+        chunk_sink,
+        primary,
+        redis_client,
+        closers,
     )
 
 

@@ -112,7 +112,58 @@ def enqueue_inspiration(
     _enqueue("inspiration", {k: v for k, v in data.items() if v is not None}, wait, timeout)
 
 
-def _enqueue(feature: Any, data: dict[str, Any], wait: bool, timeout: float) -> None:
+@enqueue.command("chatbot")
+@click.option("--user-id", required=True)
+@click.option("--conversation-id", required=True)
+@click.option("--message", required=True, help="The user's message (up to 4000 chars).")
+@click.option("--wait", is_flag=True, help="Print the reply as it streams, then the job's end.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def enqueue_chatbot(
+    user_id: str, conversation_id: str, message: str, wait: bool, timeout: float
+) -> None:
+    """Send a user's chat message and get the assistant's reply."""
+    data = {"userId": user_id, "conversationId": conversation_id, "message": message}
+    _enqueue("chatbot", data, wait, timeout, follow=_follow_chat_stream)
+
+
+def _follow_chat_stream(
+    settings: Settings, job_id: uuid.UUID, store: SqlAlchemyJobStore, timeout: float
+) -> None:
+    """Print chunks from the job's Redis Stream as they arrive (needs Socket.IO notify)."""
+    import redis
+
+    from vamu_tasks.notify.chunks import stream_key
+
+    if "socketio" not in settings.notify:
+        return
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    last_id, deadline, ended = "0-0", time.monotonic() + timeout, False
+    try:
+        while time.monotonic() < deadline:
+            answer: Any = client.xread({stream_key(job_id): last_id}, block=200, count=100) or []
+            for _key, entries in answer:
+                for entry_id, fields in entries:
+                    last_id = entry_id
+                    if fields.get("event") == "chat-restart":
+                        click.echo(f"\n[attempt {fields.get('attempt')}: starting over]\n")
+                    elif fields.get("event") == "chat-chunk":
+                        click.echo(fields.get("delta", ""), nl=False)
+            if ended and not answer:
+                break
+            job = store.get_job(job_id)
+            ended = job is None or job.is_terminal
+        click.echo("")
+    finally:
+        client.close()
+
+
+def _enqueue(
+    feature: Any,
+    data: dict[str, Any],
+    wait: bool,
+    timeout: float,
+    follow: Any = None,
+) -> None:
     from vamu_tasks.app import app
     from vamu_tasks.sender import CelerySender
     from vamu_tasks.submit import submit_job
@@ -127,6 +178,8 @@ def _enqueue(feature: Any, data: dict[str, Any], wait: bool, timeout: float) -> 
         click.echo(json.dumps({"jobId": str(job.id), "celeryTaskId": task_id}))
         if not wait:
             return
+        if follow is not None:
+            follow(settings, job.id, store, timeout)
         job = wait_for_job(store, job.id, timeout_s=timeout)
         if job.status == "succeeded":
             click.echo(json.dumps(job.result, indent=2, ensure_ascii=False))

@@ -110,6 +110,16 @@ class LLMResult:
 
 
 @dataclass(frozen=True)
+class TextDelta:
+    """A piece of a streamed answer, in order."""
+
+    text: str
+
+
+StreamEvent = TextDelta | LLMResult  # deltas, then exactly one LLMResult with the whole text
+
+
+@dataclass(frozen=True)
 class Spend:
     """What a job's LLM calls cost, summed over the calls of one attempt."""
 
@@ -177,3 +187,28 @@ class FeatureResult:
 
     result: Mapping[str, Any]
     ready_event: str
+    # The ready event's payload; None means {jobId, feature, status}.
+    ready_data: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class ChatMessageRecord:
+    """One stored chat message; `seq` orders a conversation's messages."""
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    role: Literal["user", "assistant"]
+    content: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """A coalesced piece of a reply being written, for the user's Socket.IO room."""
+
+    job_id: uuid.UUID
+    user_id: str
+    conversation_id: str
+    attempt: int
+    seq: int
+    delta: str

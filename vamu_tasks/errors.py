@@ -15,6 +15,7 @@
         ├── UpstreamApiError       upstream_api (NestJS 5xx, timeouts)
         ├── RateLimited            rate_limited (carries Retry-After)
         ├── ProviderUnavailable    provider_error (5xx, 529, dropped connections)
+        │   └── StreamInterrupted  provider_error (a stream broke or ended without a stop)
         ├── ProviderTimeout        timeout
         └── StoreUnavailable       internal (database down)
 
@@ -139,6 +140,10 @@ class RateLimited(TransientError):
 class ProviderUnavailable(TransientError):
     error_kind = "provider_error"
     default_message = "The provider is overloaded or failing (5xx, 529, dropped connection)."
+
+
+class StreamInterrupted(ProviderUnavailable):
+    default_message = "The provider's stream broke off before the answer was complete."
 
 
 class ProviderTimeout(TransientError):

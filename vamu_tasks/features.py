@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from vamu_tasks.chatbot.schemas import ChatRequest
 from vamu_tasks.domain import Feature
 from vamu_tasks.inspiration.schemas import InspirationRequest
 
@@ -26,6 +27,9 @@ FEATURES: dict[Feature, FeatureSpec] = {
         "vamu.inspiration.generate",
         "inspiration",
         InspirationRequest,
+    ),
+    "chatbot": FeatureSpec(
+        "chatbot", "chatbot.reply", "vamu.chatbot.reply", "chatbot", ChatRequest
     ),
 }
 

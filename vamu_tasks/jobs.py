@@ -37,15 +37,18 @@ class JobOutcome:
 class AttemptFailed(Exception):
     """A transient failure of one attempt, with the spend that attempt already incurred."""
 
-    def __init__(self, error: TransientError, spend: Spend) -> None:
+    def __init__(self, error: TransientError, spend: Spend, attempts: int) -> None:
         super().__init__(str(error))
         self.error = error
         self.spend = spend
+        self.attempts = attempts
 
 
-def ready_notification(job: JobRecord, event: str) -> Notification:
-    data: Mapping[str, Any] = {"jobId": str(job.id), "feature": job.feature, "status": "succeeded"}
-    return Notification(event_id_for(job.id, event), event, job.user_id, job.id, data)
+def ready_notification(
+    job: JobRecord, event: str, data: Mapping[str, Any] | None = None
+) -> Notification:
+    payload = data or {"jobId": str(job.id), "feature": job.feature, "status": "succeeded"}
+    return Notification(event_id_for(job.id, event), event, job.user_id, job.id, payload)
 
 
 def failed_notification(job: JobRecord, error_kind: str) -> Notification:
@@ -67,7 +70,7 @@ def run_job(store: JobStore, job_id: uuid.UUID, handler: Handler) -> JobOutcome:
     try:
         output = handler(job, meter)
     except TransientError as exc:
-        raise AttemptFailed(exc, meter.spend) from exc
+        raise AttemptFailed(exc, meter.spend, job.attempts) from exc
     except PermanentError as exc:
         return fail_job(store, job, exc.error_kind, exc.message, meter.spend)
     except Exception as exc:
@@ -75,7 +78,10 @@ def run_job(store: JobStore, job_id: uuid.UUID, handler: Handler) -> JobOutcome:
         log.exception("job %s crashed in its use case", job.id)
         return fail_job(store, job, "internal", f"{type(exc).__name__}: {exc}"[:500], meter.spend)
     done = store.succeed(
-        job.id, output.result, meter.spend, [ready_notification(job, output.ready_event)]
+        job.id,
+        output.result,
+        meter.spend,
+        [ready_notification(job, output.ready_event, output.ready_data)],
     )
     return _outcome(store, done)
 

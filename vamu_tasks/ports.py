@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from vamu_tasks.domain import (
+    ChatChunk,
+    ChatMessageRecord,
     JobRecord,
     LLMRequest,
     LLMResult,
     NewJob,
     Notification,
     Spend,
+    StreamEvent,
     UserContext,
 )
 
@@ -28,6 +31,14 @@ class LLMProvider(Protocol):
 
     def complete(self, request: LLMRequest) -> LLMResult:
         """Run one request; raise a `VamuError` subclass for every failure."""
+        ...
+
+    def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
+        """Yield `TextDelta`s as they arrive, then one `LLMResult`.
+
+        A stream that breaks or ends without a stop reason raises `StreamInterrupted`; it never
+        ends quietly with a partial answer.
+        """
         ...
 
 
@@ -96,4 +107,42 @@ class Transport(Protocol):
 
     def send(self, notification: Notification) -> None:
         """Deliver once; raise `TransientError` to be retried."""
+        ...
+
+
+class ChatStore(Protocol):
+    """Conversations and their messages; each job writes its user message and reply once."""
+
+    def earlier_turn_open(self, job: JobRecord, conversation_id: str) -> bool:
+        """Whether a job created before `job` in this conversation has not ended yet."""
+        ...
+
+    def add_user_message(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
+    ) -> ChatMessageRecord:
+        """Store the job's user message (once); `InvalidJob` if the conversation is not theirs."""
+        ...
+
+    def add_reply(self, job_id: uuid.UUID, conversation_id: str, content: str) -> ChatMessageRecord:
+        """Store the job's reply (once) after everything already in the conversation."""
+        ...
+
+    def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None: ...
+
+    def history(
+        self, conversation_id: str, *, before_seq: int, limit: int
+    ) -> list[ChatMessageRecord]:
+        """The last `limit` messages before `before_seq`, oldest first."""
+        ...
+
+
+class ChunkSink(Protocol):
+    """Where the pieces of a reply go while it is written (the user's room, a replay log)."""
+
+    def chunk(self, chunk: ChatChunk) -> None:
+        """Best effort: a lost chunk must not fail the job (the full reply is committed)."""
+        ...
+
+    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
+        """Tell the client to drop what an earlier attempt streamed."""
         ...

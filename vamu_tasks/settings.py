@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     llm_sdk_max_retries: int = 0
     llm_strict_validation: bool = False
     llm_max_output_tokens: int = 2048
+    chat_history_budget_tokens: int = 3000
+    chat_max_output_tokens: int = 1024
 
     job_max_retries: int = 5
     retry_backoff_base_s: float = 2.0

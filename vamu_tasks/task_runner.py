@@ -73,7 +73,8 @@ def _after_transient(
     settings = container.settings
     decision = decide(
         policy_for(container),
-        retries=task.request.retries,
+        # Counted on the row, not by Celery: waiting for an earlier turn is not an attempt.
+        retries=failed.attempts - 1,
         error=error,
         current_provider=provider or container.primary_provider,
         fallback=settings.llm_fallback,
@@ -94,7 +95,7 @@ def _after_transient(
                 container.store,
                 job,
                 error.error_kind,
-                f"{error.message} (gave up after {task.request.retries} retries)",
+                f"{error.message} (gave up after {failed.attempts - 1} retries)",
                 failed.spend,
             )
         except StoreUnavailable:

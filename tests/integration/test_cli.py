@@ -77,3 +77,19 @@ def test_jobs_show_says_when_a_job_does_not_exist(s: Stack):
 
     assert result.returncode == 1
     assert f"Job {missing} does not exist" in result.stderr
+
+
+def test_enqueue_chatbot_with_wait_prints_the_reply_as_it_streams(s: Stack):
+    from vamu_tasks.testing.fake_llm import Text
+
+    s.llm.set_responder(None)
+    s.llm.push(Text("Jazz at the Roundhouse on Friday, then tapas nearby.", chunk_size=6))
+
+    result = vamu(s, "enqueue", "chatbot", "--user-id", "u-ada", "--conversation-id",
+                  f"cli-{uuid.uuid4().hex[:8]}", "--message", "Plan my Friday?", "--wait",
+                  "--timeout", "30")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1] == "Jazz at the Roundhouse on Friday, then tapas nearby."
+    assert json.loads("\n".join(lines[2:]))["reply"] == lines[1]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
 import httpx2
 from pydantic import SecretStr
 
-from vamu_tasks.domain import LLMRequest, LLMResult, Usage
+from vamu_tasks.domain import LLMRequest, LLMResult, StreamEvent, TextDelta, Usage
 from vamu_tasks.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -17,6 +18,7 @@ from vamu_tasks.errors import (
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
+    StreamInterrupted,
     VamuError,
 )
 from vamu_tasks.llm.retry_after import retry_after_seconds
@@ -54,18 +56,8 @@ class AnthropicProvider:
         self._client.close()
 
     def complete(self, request: LLMRequest) -> LLMResult:
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "system": request.system,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
-            "max_tokens": request.max_output_tokens,
-        }
-        if request.output_schema is not None:
-            kwargs["output_config"] = {
-                "format": {"type": "json_schema", "schema": dict(request.output_schema.schema)}
-            }
         try:
-            message = self._client.messages.create(**kwargs)
+            message = self._client.messages.create(**self._kwargs(request))
         except (anthropic.AnthropicError, httpx2.TransportError) as exc:
             raise map_anthropic_error(exc) from exc
         if message.stop_reason == "refusal":
@@ -78,6 +70,68 @@ class AnthropicProvider:
             usage=_usage(message.usage),
             stop_reason=str(message.stop_reason or "truncated"),
         )
+
+    def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
+        state = _StreamState()
+        try:
+            with self._client.messages.create(**self._kwargs(request), stream=True) as events:
+                for event in events:
+                    delta = state.take(event)
+                    if delta:
+                        yield TextDelta(delta)
+        # A dropped stream can surface as a raw httpx2 error rather than an SDK one.
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            raise map_anthropic_error(exc) from exc
+        if not state.stopped or state.stop_reason is None:
+            raise StreamInterrupted("Anthropic's stream ended without a stop reason.")
+        if state.stop_reason == "refusal":
+            raise ContentFiltered("Anthropic refused to answer under its usage policy.")
+        yield LLMResult(
+            text="".join(state.parts),
+            provider=self.name,
+            model=state.model or self.model,
+            usage=_usage(state.usage),
+            stop_reason=state.stop_reason,
+        )
+
+    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "system": request.system,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "max_tokens": request.max_output_tokens,
+        }
+        if request.output_schema is not None:
+            kwargs["output_config"] = {
+                "format": {"type": "json_schema", "schema": dict(request.output_schema.schema)}
+            }
+        return kwargs
+
+
+class _StreamState:
+    """What the Messages stream has said so far: text, stop reason, usage."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.model: str | None = None
+        self.usage: Any = None
+        self.stop_reason: str | None = None
+        self.stopped = False
+
+    def take(self, event: Any) -> str | None:
+        if event.type == "message_start":
+            self.model = event.message.model
+            self.usage = event.message.usage
+        elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+            self.parts.append(event.delta.text)
+            return str(event.delta.text)
+        elif event.type == "message_delta":
+            self.stop_reason = event.delta.stop_reason
+            if self.usage is not None:
+                self.usage.output_tokens = event.usage.output_tokens
+        elif event.type == "message_stop":
+            self.stopped = True
+        return None
 
 
 def _usage(usage: Any) -> Usage:

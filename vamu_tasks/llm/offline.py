@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from vamu_tasks.domain import LLMRequest, LLMResult, Usage
+from vamu_tasks.domain import LLMRequest, LLMResult, StreamEvent, TextDelta, Usage
 
 _WORDS = (
     "riverside",
@@ -54,6 +54,15 @@ class OfflineProvider:
         return LLMResult(
             text=text, provider=self.name, model=self.model, usage=usage, stop_reason="end"
         )
+
+    def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
+        return _offline_stream(self.complete(request))
+
+
+def _offline_stream(result: LLMResult, size: int = 12) -> Iterator[StreamEvent]:
+    for start in range(0, len(result.text), size):
+        yield TextDelta(result.text[start : start + size])
+    yield result
 
 
 def _prompt_words(text: str) -> list[str]:

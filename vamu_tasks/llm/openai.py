@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import openai
 from pydantic import SecretStr
 
-from vamu_tasks.domain import LLMRequest, LLMResult, Usage
+from vamu_tasks.domain import LLMRequest, LLMResult, StreamEvent, TextDelta, Usage
 from vamu_tasks.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -17,6 +18,7 @@ from vamu_tasks.errors import (
     ProviderUnavailable,
     QuotaExceeded,
     RateLimited,
+    StreamInterrupted,
     VamuError,
 )
 from vamu_tasks.llm.retry_after import retry_after_seconds
@@ -50,6 +52,42 @@ class OpenAIProvider:
         self._client.close()
 
     def complete(self, request: LLMRequest) -> LLMResult:
+        kwargs = self._kwargs(request)
+        try:
+            response = self._client.responses.create(**kwargs)
+        except (openai.OpenAIError, httpx2.TransportError) as exc:
+            raise map_openai_error(exc) from exc
+        return self._result(response, response.output_text)
+
+    def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
+        kwargs = self._kwargs(request)
+        final: Any = None
+        parts: list[str] = []
+        try:
+            with self._client.responses.create(**kwargs, stream=True) as events:
+                for event in events:
+                    if event.type == "response.output_text.delta":
+                        parts.append(event.delta)
+                        yield TextDelta(event.delta)
+                    elif event.type in ("response.completed", "response.incomplete"):
+                        final = event.response
+        except (openai.OpenAIError, httpx2.TransportError) as exc:
+            raise map_openai_error(exc) from exc
+        if final is None:
+            raise StreamInterrupted("OpenAI's stream ended without response.completed.")
+        yield self._result(final, "".join(parts))
+
+    def _result(self, response: Any, text: str) -> LLMResult:
+        _raise_for_refusal_or_filter(response)
+        return LLMResult(
+            text=text,
+            provider=self.name,
+            model=response.model or self.model,
+            usage=_usage(response.usage),
+            stop_reason=_stop_reason(response),
+        )
+
+    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "instructions": request.system,
@@ -66,18 +104,7 @@ class OpenAIProvider:
                     "strict": True,
                 }
             }
-        try:
-            response = self._client.responses.create(**kwargs)
-        except (openai.OpenAIError, httpx2.TransportError) as exc:
-            raise map_openai_error(exc) from exc
-        _raise_for_refusal_or_filter(response)
-        return LLMResult(
-            text=response.output_text,
-            provider=self.name,
-            model=response.model or self.model,
-            usage=_usage(response.usage),
-            stop_reason=_stop_reason(response),
-        )
+        return kwargs
 
 
 def _usage(usage: Any) -> Usage:

@@ -82,3 +82,35 @@ class NotificationOutbox(Base):
         DateTime(timezone=True), server_default=func.now()
     )
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Conversation(Base):
+    """A chat between one user and the assistant; the id is the app's conversationId."""
+
+    __tablename__ = "chat_conversations"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), index=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ChatMessage(Base):
+    """One turn's text; each job stores its user message and its reply once."""
+
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        UniqueConstraint("job_id", "role", name="uq_chat_messages_job_role"),
+        UniqueConstraint("conversation_id", "seq", name="uq_chat_messages_conversation_seq"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(
+        String(128), ForeignKey("chat_conversations.id"), index=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("ai_jobs.id"))
+    role: Mapped[str] = mapped_column(String(16))
+    content: Mapped[str] = mapped_column(Text)
+    seq: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

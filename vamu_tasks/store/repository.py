@@ -96,25 +96,22 @@ def _add_spend(row: AiJob, spend: Spend) -> None:
         row.cost_usd = (row.cost_usd or 0) + spend.cost_usd
 
 
-class SqlAlchemyJobStore:
-    """Every write is one short transaction; a lost database surfaces as `StoreUnavailable`."""
+class Database:
+    """An engine and its sessions: one short transaction per call, outages as StoreUnavailable."""
 
-    def __init__(self, engine: Engine, *, transports: Sequence[str] = ("log",)) -> None:
-        self._engine = engine
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._transports = list(transports)
 
     @classmethod
-    def from_url(
-        cls, url: str, *, transports: Sequence[str] = ("log",), pool_size: int = 10
-    ) -> SqlAlchemyJobStore:
-        return cls(make_engine(url, pool_size=pool_size), transports=transports)
+    def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
+        return cls(make_engine(url, pool_size=pool_size))
 
     def close(self) -> None:
-        self._engine.dispose()
+        self.engine.dispose()
 
     @contextmanager
-    def _session(self) -> Iterator[Session]:
+    def transaction(self) -> Iterator[Session]:
         try:
             with self._sessions() as session, session.begin():
                 yield session
@@ -124,6 +121,24 @@ class SqlAlchemyJobStore:
             raise StoreUnavailable(
                 f"Database unreachable ({type(exc.orig).__name__}); will retry."
             ) from exc
+
+
+class SqlAlchemyJobStore:
+    """The job rows and the notification outbox."""
+
+    def __init__(self, db: Database, *, transports: Sequence[str] = ("log",)) -> None:
+        self.db = db
+        self._session = db.transaction
+        self._transports = list(transports)
+
+    @classmethod
+    def from_url(
+        cls, url: str, *, transports: Sequence[str] = ("log",), pool_size: int = 10
+    ) -> SqlAlchemyJobStore:
+        return cls(Database.from_url(url, pool_size=pool_size), transports=transports)
+
+    def close(self) -> None:
+        self.db.close()
 
     # --- jobs -----------------------------------------------------------------------------
 

@@ -5,22 +5,26 @@ from __future__ import annotations
 import copy
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from vamu_tasks.domain import (
     TERMINAL_STATUSES,
+    ChatChunk,
+    ChatMessageRecord,
     JobRecord,
     LLMRequest,
     LLMResult,
     NewJob,
     Notification,
     Spend,
+    StreamEvent,
+    TextDelta,
     Usage,
 )
-from vamu_tasks.errors import VamuError
+from vamu_tasks.errors import InvalidJob, VamuError
 
 
 def _now() -> datetime:
@@ -247,6 +251,13 @@ class ScriptedLLM:
             raise answer
         return LLMResult(answer, self.name, self.model, self._usage, "end")
 
+    def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
+        """The scripted answer in 5-character deltas; a scripted error is raised at once."""
+        result = self.complete(request)
+        for start in range(0, len(result.text), 5):
+            yield TextDelta(result.text[start : start + 5])
+        yield result
+
 
 class RecordingTransport:
     """A `Transport` that keeps what it was sent; `fail_next` makes the next sends fail."""
@@ -266,3 +277,89 @@ class RecordingTransport:
             self._failures -= 1
             raise DeliveryFailed(f"{self.name} is down (test)")
         self.sent.append(notification)
+
+
+class InMemoryChatStore:
+    """Behaves like `SqlAlchemyChatStore`; reads job rows from an `InMemoryJobStore`."""
+
+    def __init__(self, jobs: InMemoryJobStore) -> None:
+        self._jobs = jobs
+        self._lock = threading.Lock()
+        self._owners: dict[str, str] = {}
+        self._messages: dict[str, list[ChatMessageRecord]] = {}
+
+    def earlier_turn_open(self, job: JobRecord, conversation_id: str) -> bool:
+        return any(
+            other.feature == "chatbot"
+            and other.user_id == job.user_id
+            and other.status in ("queued", "running")
+            and other.request.get("conversationId") == conversation_id
+            and (other.created_at, str(other.id)) < (job.created_at, str(job.id))
+            for other in self._jobs.jobs
+        )
+
+    def add_user_message(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
+    ) -> ChatMessageRecord:
+        with self._lock:
+            owner = self._owners.setdefault(conversation_id, user_id)
+            if owner != user_id:
+                raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
+            return self._add(job_id, conversation_id, "user", content)
+
+    def add_reply(self, job_id: uuid.UUID, conversation_id: str, content: str) -> ChatMessageRecord:
+        with self._lock:
+            if conversation_id not in self._owners:
+                raise LookupError(f"No conversation {conversation_id!r}")
+            return self._add(job_id, conversation_id, "assistant", content)
+
+    def _add(
+        self,
+        job_id: uuid.UUID,
+        conversation_id: str,
+        role: Literal["user", "assistant"],
+        content: str,
+    ) -> ChatMessageRecord:
+        messages = self._messages.setdefault(conversation_id, [])
+        for message in messages:
+            if message.job_id == job_id and message.role == role:
+                return message
+        record = ChatMessageRecord(uuid.uuid4(), job_id, role, content, len(messages) + 1)
+        messages.append(record)
+        return record
+
+    def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None:
+        with self._lock:
+            for messages in self._messages.values():
+                for message in messages:
+                    if message.job_id == job_id and message.role == "assistant":
+                        return message
+            return None
+
+    def history(
+        self, conversation_id: str, *, before_seq: int, limit: int
+    ) -> list[ChatMessageRecord]:
+        with self._lock:
+            earlier = [m for m in self._messages.get(conversation_id, []) if m.seq < before_seq]
+            return earlier[-limit:] if limit else []
+
+    def messages(self, conversation_id: str) -> list[ChatMessageRecord]:
+        with self._lock:
+            return list(self._messages.get(conversation_id, []))
+
+
+class RecordingChunkSink:
+    """A `ChunkSink` that keeps the chunks and restarts it was given, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[ChatChunk | tuple[str, uuid.UUID, int]] = []
+
+    @property
+    def chunks(self) -> list[ChatChunk]:
+        return [e for e in self.events if isinstance(e, ChatChunk)]
+
+    def chunk(self, chunk: ChatChunk) -> None:
+        self.events.append(chunk)
+
+    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
+        self.events.append(("restart", job_id, attempt))

@@ -1,0 +1,24 @@
+"""The `chatbot.reply` job's input and result, as NestJS sends and reads them."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from vamu_tasks.domain import CamelModel
+
+
+class ChatRequest(CamelModel):
+    """Data of the BullMQ job `chatbot.reply` (camelCase on the wire)."""
+
+    user_id: str = Field(min_length=1, max_length=128)
+    conversation_id: str = Field(min_length=1, max_length=128)
+    message: str = Field(min_length=1, max_length=4000)
+    request_id: str | None = Field(default=None, max_length=255)
+    traceparent: str | None = Field(default=None, max_length=128)
+
+
+class ChatReply(BaseModel):
+    """The `result` stored on the job row: `{"reply", "messageId"}`."""
+
+    reply: str
+    messageId: str

@@ -1,0 +1,135 @@
+"""The chatbot use case: answer one message in a conversation, streaming the reply (no Celery)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from vamu_tasks.chatbot import prompts
+from vamu_tasks.chatbot.schemas import ChatRequest
+from vamu_tasks.chatbot.streaming import ChunkCoalescer
+from vamu_tasks.domain import (
+    ChatChunk,
+    ChatMessageRecord,
+    FeatureResult,
+    JobRecord,
+    LLMRequest,
+    LLMResult,
+    Message,
+    TextDelta,
+)
+from vamu_tasks.errors import InvalidJob, StreamInterrupted
+from vamu_tasks.llm.spend import SpendMeter
+from vamu_tasks.ports import ChatStore, ChunkSink, LLMProvider, UserContextClient
+
+READY_EVENT = "chat-reply-ready"
+HISTORY_LIMIT = 50
+
+
+def parse_request(data: Mapping[str, Any]) -> ChatRequest:
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidJob.from_validation_error(exc) from exc
+
+
+def estimate_tokens(text: str) -> int:
+    # About four characters a token for English; the provider's real count is on the row.
+    return len(text) // 4 + 1
+
+
+def fit_history(history: Sequence[ChatMessageRecord], budget_tokens: int) -> list[Message]:
+    """The most recent messages that fit the budget, oldest first, starting with a user turn.
+
+    Consecutive messages of one role (a turn whose reply failed) are joined, since the
+    providers expect user and assistant to alternate.
+    """
+    kept: list[ChatMessageRecord] = []
+    used = 0
+    for record in reversed(history):
+        cost = estimate_tokens(record.content)
+        if used + cost > budget_tokens:
+            break
+        kept.append(record)
+        used += cost
+    kept.reverse()
+    while kept and kept[0].role != "user":
+        kept.pop(0)
+    messages: list[Message] = []
+    for record in kept:
+        if messages and messages[-1].role == record.role:
+            messages[-1] = Message(record.role, f"{messages[-1].content}\n\n{record.content}")
+        else:
+            messages.append(Message(record.role, record.content))
+    return messages
+
+
+def reply_to_message(
+    job: JobRecord,
+    request: ChatRequest,
+    *,
+    chats: ChatStore,
+    context: UserContextClient,
+    llm: LLMProvider,
+    sink: ChunkSink,
+    meter: SpendMeter,
+    history_budget_tokens: int = 3000,
+    max_output_tokens: int = 1024,
+) -> FeatureResult:
+    """Store the user's message once, stream the reply to the room, store the reply once."""
+    existing = chats.reply_for(job.id)
+    if existing is None:
+        user = context.get_context(request.user_id)
+        asked = chats.add_user_message(
+            job.id, request.conversation_id, request.user_id, request.message
+        )
+        history = chats.history(request.conversation_id, before_seq=asked.seq, limit=HISTORY_LIMIT)
+        messages = fit_history(history, history_budget_tokens)
+        if messages and messages[-1].role == "user":
+            messages[-1] = Message("user", f"{messages[-1].content}\n\n{request.message}")
+        else:
+            messages.append(Message("user", request.message))
+        llm_request = LLMRequest(
+            prompts.system_prompt(user), tuple(messages), max_output_tokens=max_output_tokens
+        )
+        final = _stream_reply(job, request, llm, llm_request, sink)
+        meter.record(final)
+        existing = chats.add_reply(job.id, request.conversation_id, final.text)
+    return FeatureResult(
+        {"reply": existing.content, "messageId": str(existing.id)},
+        READY_EVENT,
+        {
+            "jobId": str(job.id),
+            "conversationId": request.conversation_id,
+            "messageId": str(existing.id),
+        },
+    )
+
+
+def _stream_reply(
+    job: JobRecord,
+    request: ChatRequest,
+    llm: LLMProvider,
+    llm_request: LLMRequest,
+    sink: ChunkSink,
+) -> LLMResult:
+    attempt = job.attempts
+    if attempt > 1:
+        sink.restart(job.id, request.user_id, request.conversation_id, attempt)
+
+    def emit(seq: int, delta: str) -> None:
+        sink.chunk(ChatChunk(job.id, request.user_id, request.conversation_id, attempt, seq, delta))
+
+    coalescer = ChunkCoalescer(emit)
+    final: LLMResult | None = None
+    for event in llm.stream(llm_request):
+        if isinstance(event, TextDelta):
+            coalescer.add(event.text)
+        else:
+            final = event
+    coalescer.flush()
+    if final is None:
+        raise StreamInterrupted("The stream ended without a final answer.")
+    return final

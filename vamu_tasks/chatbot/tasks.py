@@ -1,0 +1,61 @@
+"""The Celery entry point of the chatbot: wait for earlier turns, then run the use case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+
+from vamu_tasks.bootstrap import Container, get_container
+from vamu_tasks.chatbot.service import parse_request, reply_to_message
+from vamu_tasks.domain import FeatureResult, JobRecord
+from vamu_tasks.errors import StoreUnavailable, VamuError
+from vamu_tasks.jobs import Handler
+from vamu_tasks.llm.spend import SpendMeter
+from vamu_tasks.task_runner import JobRef, TaskOutcome, execute
+
+# How often a message that arrived while its conversation was busy checks again.
+TURN_WAIT_S = 0.25
+
+
+def make_handler(container: Container, provider: str | None) -> Handler:
+    def handle(job: JobRecord, meter: SpendMeter) -> FeatureResult:
+        settings = container.settings
+        return reply_to_message(
+            job,
+            parse_request(job.request),
+            chats=container.chats,
+            context=container.context,
+            llm=container.llm(provider),
+            sink=container.chunk_sink,
+            meter=meter,
+            history_budget_tokens=settings.chat_history_budget_tokens,
+            max_output_tokens=settings.chat_max_output_tokens,
+        )
+
+    return handle
+
+
+def _earlier_turn_open(container: Container, ref: JobRef) -> bool:
+    job = container.store.get_job(ref.job_id)
+    if job is None or job.is_terminal:
+        return False
+    try:
+        conversation_id = parse_request(job.request).conversation_id
+    except VamuError:
+        return False  # run_job will fail it with the field errors
+    return container.chats.earlier_turn_open(job, conversation_id)
+
+
+# max_retries=None: the retry budget is RetryPolicy's (task_runner), not Celery's default of 3.
+@shared_task(bind=True, name="vamu.chatbot.reply", pydantic=True, max_retries=None)
+def reply(self: Task[Any, Any], ref: JobRef) -> TaskOutcome:
+    # Double texting: a conversation's messages are answered one at a time, in arrival order,
+    # so replies never interleave in its history. Waiting is not an attempt.
+    try:
+        waiting = _earlier_turn_open(get_container(), ref)
+    except StoreUnavailable as exc:
+        raise self.retry(countdown=TURN_WAIT_S * 8) from exc
+    if waiting:
+        raise self.retry(countdown=TURN_WAIT_S)
+    return execute(self, ref, make_handler)

@@ -1,0 +1,88 @@
+"""Chunk sinks: the user's Socket.IO room plus a replayable Redis Stream, or a log."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import redis
+
+from vamu_tasks.domain import ChatChunk
+from vamu_tasks.notify.socketio import SocketIOEmitter
+from vamu_tasks.notify.transports import room_for
+
+log = logging.getLogger("vamu_tasks.notify")
+
+STREAM_MAXLEN = 2000
+STREAM_TTL_S = 3600
+
+
+def stream_key(job_id: uuid.UUID | str) -> str:
+    """The Redis Stream holding a chat job's chunks, for clients that reconnect."""
+    return f"vamu:chat:{job_id}"
+
+
+class RedisChunkSink:
+    """Emits each chunk to `user:{id}` and appends it to a bounded, expiring Redis Stream."""
+
+    def __init__(self, client: redis.Redis, *, key: str = "socket.io") -> None:
+        self._redis = client
+        self._emitter = SocketIOEmitter(client, key=key)
+
+    def chunk(self, chunk: ChatChunk) -> None:
+        payload = {
+            "jobId": str(chunk.job_id),
+            "conversationId": chunk.conversation_id,
+            "seq": chunk.seq,
+            "delta": chunk.delta,
+            "attempt": chunk.attempt,
+        }
+        self._send(chunk.job_id, chunk.user_id, "chat-chunk", payload)
+
+    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
+        payload = {"jobId": str(job_id), "conversationId": conversation_id, "attempt": attempt}
+        self._send(job_id, user_id, "chat-restart", payload)
+
+    def _send(self, job_id: uuid.UUID, user_id: str, event: str, payload: dict[str, Any]) -> None:
+        # Streaming is best effort: the committed reply and chat-reply-ready are what count.
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            fields = {"event": event, **{k: str(v) for k, v in payload.items()}}
+            pipe.xadd(stream_key(job_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(stream_key(job_id), STREAM_TTL_S)
+            pipe.execute()
+            self._emitter.emit(room_for(user_id), event, payload)
+        except redis.RedisError as exc:
+            log.warning("could not stream %s for job %s: %s", event, job_id, exc)
+
+
+class LogChunkSink:
+    """For setups without Socket.IO: chunks go to the debug log."""
+
+    def chunk(self, chunk: ChatChunk) -> None:
+        log.debug("chat-chunk job=%s seq=%d %r", chunk.job_id, chunk.seq, chunk.delta)
+
+    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
+        log.info("chat-restart job=%s attempt=%d", job_id, attempt)
+
+
+def replay_chunks(
+    client: redis.Redis, job_id: uuid.UUID | str, *, after_seq: int = -1
+) -> list[dict[str, Any]]:
+    """The latest attempt's chunks with seq > after_seq, in order (what a reconnect needs)."""
+    entries = client.xrange(stream_key(job_id)) or []
+    chunks: list[dict[str, Any]] = []
+    latest = 0
+    for _id, raw in entries:
+        fields = {_text(k): _text(v) for k, v in (raw or {}).items()}
+        attempt = int(fields.get("attempt", 1))
+        if attempt > latest:
+            latest, chunks = attempt, []
+        if fields.get("event") == "chat-chunk" and int(fields["seq"]) > after_seq:
+            chunks.append({"seq": int(fields["seq"]), "delta": fields["delta"], "attempt": attempt})
+    return chunks
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,120 @@
+"""`SqlAlchemyChatStore`: conversations and messages next to the job rows."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal, cast
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
+
+from vamu_tasks.domain import ChatMessageRecord, JobRecord
+from vamu_tasks.errors import InvalidJob
+from vamu_tasks.store.models import AiJob, ChatMessage, Conversation
+from vamu_tasks.store.repository import OPEN_STATUSES, Database, utcnow
+
+Role = Literal["user", "assistant"]
+
+
+def _record(row: ChatMessage) -> ChatMessageRecord:
+    return ChatMessageRecord(row.id, row.job_id, cast(Role, row.role), row.content, row.seq)
+
+
+class SqlAlchemyChatStore:
+    """Shares the job store's `Database`, so both use one connection pool."""
+
+    def __init__(self, db: Database) -> None:
+        self._session = db.transaction
+
+    def earlier_turn_open(self, job: JobRecord, conversation_id: str) -> bool:
+        with self._session() as session:
+            earlier = session.scalars(
+                select(AiJob.id)
+                .where(
+                    AiJob.feature == "chatbot",
+                    AiJob.user_id == job.user_id,
+                    AiJob.status.in_(OPEN_STATUSES),
+                    AiJob.request["conversationId"].as_string() == conversation_id,
+                    tuple_(AiJob.created_at, AiJob.id) < tuple_(job.created_at, job.id),
+                )
+                .limit(1)
+            ).first()
+            return earlier is not None
+
+    def add_user_message(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
+    ) -> ChatMessageRecord:
+        return self._add(job_id, conversation_id, "user", content, owner=user_id)
+
+    def add_reply(self, job_id: uuid.UUID, conversation_id: str, content: str) -> ChatMessageRecord:
+        return self._add(job_id, conversation_id, "assistant", content, owner=None)
+
+    def _add(
+        self,
+        job_id: uuid.UUID,
+        conversation_id: str,
+        role: Role,
+        content: str,
+        owner: str | None,
+    ) -> ChatMessageRecord:
+        existing = self._message(job_id, role)
+        if existing is not None:
+            return existing
+        try:
+            with self._session() as session:
+                conversation = session.get(Conversation, conversation_id, with_for_update=True)
+                if conversation is None:
+                    if owner is None:
+                        raise LookupError(f"No conversation {conversation_id!r}")
+                    conversation = Conversation(
+                        id=conversation_id,
+                        user_id=owner,
+                        last_seq=0,
+                        created_at=utcnow(),
+                        updated_at=utcnow(),
+                    )
+                    session.add(conversation)
+                    session.flush()
+                elif owner is not None and conversation.user_id != owner:
+                    raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
+                conversation.last_seq += 1
+                conversation.updated_at = utcnow()
+                row = ChatMessage(
+                    id=uuid.uuid4(),
+                    conversation_id=conversation_id,
+                    job_id=job_id,
+                    role=role,
+                    content=content,
+                    seq=conversation.last_seq,
+                    created_at=utcnow(),
+                )
+                session.add(row)
+                return _record(row)
+        except IntegrityError:
+            # A redelivered task raced us to it: the first write wins.
+            found = self._message(job_id, role)
+            if found is None:
+                raise
+            return found
+
+    def _message(self, job_id: uuid.UUID, role: Role) -> ChatMessageRecord | None:
+        with self._session() as session:
+            row = session.scalars(
+                select(ChatMessage).where(ChatMessage.job_id == job_id, ChatMessage.role == role)
+            ).one_or_none()
+            return _record(row) if row else None
+
+    def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None:
+        return self._message(job_id, "assistant")
+
+    def history(
+        self, conversation_id: str, *, before_seq: int, limit: int
+    ) -> list[ChatMessageRecord]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(ChatMessage)
+                .where(ChatMessage.conversation_id == conversation_id, ChatMessage.seq < before_seq)
+                .order_by(ChatMessage.seq.desc())
+                .limit(limit)
+            ).all()
+            return [_record(row) for row in reversed(rows)]
