@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from vamu_tasks.context.http import HttpUserContextClient
+from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.context.static import StaticUserContextClient
 from vamu_tasks.errors import InternalError
 from vamu_tasks.llm.anthropic import AnthropicProvider
@@ -103,7 +103,7 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
 
 def build_context_client(settings: Settings) -> UserContextClient:
     if settings.api_base_url:
-        return HttpUserContextClient(
+        return HttpNestApiClient(
             base_url=settings.api_base_url,
             token=settings.api_token,
             timeout_s=settings.api_timeout_s,

@@ -43,12 +43,37 @@ def submit_job(
     rerun_of: uuid.UUID | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[JobRecord, str | None]:
-    """Create the job (once per source_ref) and send its task; return the row and the task id.
+    """Validate, create the job (once per source_ref) and send its task; the row and task id."""
+    request = validate_request(feature, data)
+    job, task_id, _ = create_and_send(
+        store,
+        sender,
+        feature,
+        request,
+        source=source,
+        source_ref=source_ref,
+        rerun_of=rerun_of,
+        headers=headers,
+    )
+    return job, task_id
+
+
+def create_and_send(
+    store: JobStore,
+    sender: TaskSender,
+    feature: Feature,
+    request: Mapping[str, Any],
+    *,
+    source: JobSource,
+    source_ref: str | None = None,
+    rerun_of: uuid.UUID | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[JobRecord, str | None, bool]:
+    """Create the row for a validated request and send its task; also say if the row is new.
 
     A job that already exists and is still queued is sent again: the first sender may have died
     between the insert and the send, and running a queued job twice is harmless.
     """
-    request = validate_request(feature, data)
     job, created = store.create_job(
         NewJob(
             feature=feature,
@@ -60,6 +85,5 @@ def submit_job(
         )
     )
     if not created and job.status != "queued":
-        return job, None
-    task_id = sender.send(FEATURES[job.feature], job.id, headers)
-    return job, task_id
+        return job, None, False
+    return job, sender.send(FEATURES[job.feature], job.id, headers), created

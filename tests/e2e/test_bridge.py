@@ -185,7 +185,9 @@ def test_a_sync_job_whose_job_fails_fails_with_the_error_kind(b: Bridged):
     assert outcome["failedReason"].startswith("user_not_found: ")
 
 
-def test_a_sync_job_that_takes_too_long_fails_with_timeout_and_the_job_goes_on(b: Bridged):
+def test_a_sync_job_that_takes_too_long_fails_with_sync_timeout_and_the_job_goes_on(
+    b: Bridged,
+):
     b.stack.llm.latency = SYNC_TIMEOUT_S + 0.5
     try:
         (outcome,) = b.produce([{"name": "inspiration.generate", "data": {"userId": "u-ada"}}],
@@ -194,7 +196,7 @@ def test_a_sync_job_that_takes_too_long_fails_with_timeout_and_the_job_goes_on(b
         b.stack.llm.latency = 0.0
 
     assert outcome["state"] == "failed"
-    assert outcome["failedReason"].startswith("timeout: job ")
+    assert outcome["failedReason"].startswith("sync_timeout: job ")
     job_id = uuid.UUID(outcome["failedReason"].split()[2])
     assert wait_for_job(b.stack.store, job_id).status == "succeeded"
 

@@ -1,4 +1,4 @@
-"""`HttpUserContextClient` against the fake NestJS internal API over real loopback HTTP."""
+"""`HttpNestApiClient` against the fake NestJS internal API over real loopback HTTP."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import API_TOKEN
-from vamu_tasks.context.http import HttpUserContextClient
+from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.context.samples import SAMPLE_USERS
 from vamu_tasks.domain import GeoPoint, RecentEvent, UserContext
 from vamu_tasks.errors import UpstreamApiError, UserNotFound
@@ -23,8 +23,8 @@ RETRIES = 2
 TIMEOUT_S = 0.5
 
 
-def make_client(base_url: str, token: str = API_TOKEN) -> HttpUserContextClient:
-    return HttpUserContextClient(
+def make_client(base_url: str, token: str = API_TOKEN) -> HttpNestApiClient:
+    return HttpNestApiClient(
         base_url=base_url,
         token=SecretStr(token),
         timeout_s=TIMEOUT_S,
@@ -34,7 +34,7 @@ def make_client(base_url: str, token: str = API_TOKEN) -> HttpUserContextClient:
 
 
 @pytest.fixture
-def client(fake_api: FakeNestApi) -> Iterator[HttpUserContextClient]:
+def client(fake_api: FakeNestApi) -> Iterator[HttpNestApiClient]:
     http = make_client(fake_api.url)
     yield http
     http.close()
@@ -45,7 +45,7 @@ def context_paths(fake_api: FakeNestApi) -> list[str]:
 
 
 def test_a_sample_users_context_comes_back_with_camel_case_fields_mapped(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     context = client.get_context("u-ada")
 
@@ -69,7 +69,7 @@ def test_a_sample_users_context_comes_back_with_camel_case_fields_mapped(
 
 
 def test_the_request_carries_the_bearer_token(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     client.get_context("u-bruno")
 
@@ -80,7 +80,7 @@ def test_the_request_carries_the_bearer_token(
 
 
 def test_an_unknown_user_is_user_not_found_after_a_single_request(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     with pytest.raises(UserNotFound) as caught:
         client.get_context("u-nobody")
@@ -92,7 +92,7 @@ def test_an_unknown_user_is_user_not_found_after_a_single_request(
 
 
 def test_two_503s_then_success_returns_the_context_on_the_third_request(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     fake_api.fail_next(2, status=503)
 
@@ -103,7 +103,7 @@ def test_two_503s_then_success_returns_the_context_on_the_third_request(
 
 
 def test_a_503_on_every_try_is_upstream_api_error_after_retries_plus_one_requests(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     fake_api.fail_next(10, status=503)
 
@@ -117,7 +117,7 @@ def test_a_503_on_every_try_is_upstream_api_error_after_retries_plus_one_request
 
 
 def test_an_api_slower_than_the_timeout_on_every_try_is_upstream_api_error(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     fake_api.fail_next(RETRIES + 1, status=200, hang=TIMEOUT_S + 0.5)
 
@@ -129,7 +129,7 @@ def test_an_api_slower_than_the_timeout_on_every_try_is_upstream_api_error(
 
 
 def test_one_slow_answer_is_retried_and_the_next_one_succeeds(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     fake_api.fail_next(1, status=200, hang=TIMEOUT_S + 0.5)
 
@@ -159,7 +159,7 @@ def test_a_wrong_token_is_upstream_api_error_naming_the_setting_but_not_the_toke
 
 
 def test_a_user_id_with_spaces_is_fetched_as_that_user(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     fake_api.users["ada lovelace"] = {**SAMPLE_USERS["u-ada"], "userId": "ada lovelace"}
 
@@ -224,7 +224,7 @@ def test_a_user_id_with_a_slash_and_spaces_is_sent_as_one_encoded_path_segment(
 
 
 def test_a_user_id_with_a_slash_round_trips_through_the_fake_api(
-    client: HttpUserContextClient, fake_api: FakeNestApi
+    client: HttpNestApiClient, fake_api: FakeNestApi
 ) -> None:
     fake_api.users["team/ada"] = {**SAMPLE_USERS["u-ada"], "userId": "team/ada"}
 

@@ -6,7 +6,6 @@ worker in a thread pool.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,11 +17,10 @@ from vamu_tasks.bridge.contract import (
     UnknownJob,
     source_ref,
 )
-from vamu_tasks.domain import JobRecord
 from vamu_tasks.errors import InvalidJob
 from vamu_tasks.features import BY_JOB_NAME
 from vamu_tasks.ports import JobStore
-from vamu_tasks.submit import TaskSender, submit_job, validate_request
+from vamu_tasks.submit import TaskSender, create_and_send, validate_request
 
 TRACE_KEYS = ("requestId", "traceparent")
 
@@ -82,8 +80,9 @@ def accept_job(
     existing = store.find_job("bullmq", ref)
     if existing is None and not quota.take(user_id):
         raise QuotaExceededForUser(f"user {user_id!r} already started {quota.limit} jobs this hour")
+    created = False
     try:
-        job, task_id = submit_job(
+        job, task_id, created = create_and_send(
             store,
             sender,
             spec.feature,
@@ -92,22 +91,8 @@ def accept_job(
             source_ref=ref,
             headers=trace_headers(request) | {"vamu_job_ref": ref},
         )
-    except Exception:
-        if existing is None:
+    finally:
+        # Counted only for a row this call created; a concurrent twin may have won the insert.
+        if existing is None and not created:
             quota.give_back(user_id)
-        raise
-    return Accepted(job.id, task_id, created=existing is None)
-
-
-def wait_until_finished(
-    store: JobStore, job_id: uuid.UUID, *, timeout_s: float, poll_s: float = 0.05
-) -> JobRecord | None:
-    """The job once it ended, or None when the timeout passed first."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = store.get_job(job_id)
-        if job is not None and job.is_terminal:
-            return job
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(poll_s)
+    return Accepted(job.id, task_id, created=created)

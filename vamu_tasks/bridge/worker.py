@@ -66,7 +66,11 @@ def build_deps(settings: Settings) -> BridgeDeps:
     from vamu_tasks.sender import CelerySender
     from vamu_tasks.store.repository import SqlAlchemyJobStore
 
-    store = SqlAlchemyJobStore.from_url(settings.effective_database_url, transports=settings.notify)
+    store = SqlAlchemyJobStore.from_url(
+        settings.effective_database_url,
+        transports=settings.notify,
+        pool_size=settings.database_pool_size,
+    )
     quota_redis = redis.Redis.from_url(settings.redis_url)
     quota = RedisHourlyQuota(quota_redis, limit=settings.quota_jobs_per_user_per_hour)
     return BridgeDeps(store, CelerySender(app), quota, [store.close, quota_redis.close])
@@ -170,7 +174,7 @@ class Bridge:
                 break
             if loop.time() >= deadline:
                 raise UnrecoverableError(
-                    f"timeout: job {accepted.job_id} did not finish within "
+                    f"sync_timeout: job {accepted.job_id} did not finish within "
                     f"{self._settings.bridge_sync_timeout_s:g}s; it goes on, and the app is "
                     "notified when it ends"
                 )

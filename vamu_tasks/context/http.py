@@ -1,4 +1,4 @@
-"""`HttpUserContextClient`: the NestJS internal API over HTTP with a bearer token."""
+"""`HttpNestApiClient`: the NestJS internal API (users, events) over HTTP with a bearer token."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from vamu_tasks.errors import UpstreamApiError, UserNotFound
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
-class HttpUserContextClient:
+class HttpNestApiClient:
     """A few quick retries on 5xx and timeouts; what still fails becomes `UpstreamApiError`.
 
     The quick retries smooth over a NestJS pod restarting; longer outages are the task layer's
@@ -53,6 +53,24 @@ class HttpUserContextClient:
                 f"The NestJS API sent a user context that does not match the contract: "
                 f"{exc.error_count()} field error(s), first: {exc.errors()[0]['loc']}"
             ) from exc
+
+    def search_events(self, **params: Any) -> list[dict[str, Any]]:
+        query = {key: value for key, value in params.items() if value is not None}
+        response = self._get("/internal/events/search", params=query)
+        body = self._json(response, "event search")
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            raise UpstreamApiError("The NestJS API's event search did not return {events: [...]}.")
+        return [event for event in events if isinstance(event, dict)]
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        response = self._get(f"/internal/events/{quote(event_id, safe='')}")
+        if response.status_code == 404:
+            return None
+        body = self._json(response, f"event {event_id!r}")
+        if not isinstance(body, dict):
+            raise UpstreamApiError(f"The NestJS API sent a malformed event {event_id!r}.")
+        return body
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx2.Response:
         last_problem = ""
