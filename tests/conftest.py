@@ -146,10 +146,13 @@ def stack(
             "VAMU_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "VAMU_OUTBOX_STALE_AFTER_S": "1",
             "VAMU_LLM_CONCURRENCY": "8",
+            "VAMU_AGENT_MAX_STEPS": "6",
+            "VAMU_AGENT_MAX_TOKENS": "5000",
+            "VAMU_AGENT_MAX_SECONDS": "5",
         }
         app = sender_app(broker_url)
         store = SqlAlchemyJobStore.from_url(pg_url, transports=["socketio", "webhook", "log"])
-        worker = WorkerProcess(env, queues="inspiration,chatbot,notify",
+        worker = WorkerProcess(env, queues="inspiration,chatbot,agent,notify",
                                log_path=data_dir / "worker.log")
         with worker:
             yield Stack(env, store, CelerySender(app), app, worker, webhook, fake_llm_server,

@@ -21,6 +21,7 @@ app = Celery(
     include=[
         "vamu_tasks.inspiration.tasks",
         "vamu_tasks.chatbot.tasks",
+        "vamu_tasks.agent.tasks",
         "vamu_tasks.notify.tasks",
     ],
 )

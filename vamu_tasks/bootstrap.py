@@ -15,15 +15,24 @@ from typing import Any
 import redis
 
 from vamu_tasks.context.http import HttpNestApiClient
-from vamu_tasks.context.static import StaticUserContextClient
+from vamu_tasks.context.static import StaticEventsClient, StaticUserContextClient
 from vamu_tasks.errors import InternalError
 from vamu_tasks.llm.anthropic import AnthropicProvider
 from vamu_tasks.llm.offline import OfflineProvider
 from vamu_tasks.llm.openai import OpenAIProvider
 from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
-from vamu_tasks.ports import ChatStore, ChunkSink, LLMProvider, Transport, UserContextClient
+from vamu_tasks.ports import (
+    AgentStepStore,
+    ChatStore,
+    ChunkSink,
+    EventsClient,
+    LLMProvider,
+    Transport,
+    UserContextClient,
+)
 from vamu_tasks.settings import ProviderName, Settings
+from vamu_tasks.store.agent import SqlAlchemyAgentStore
 from vamu_tasks.store.chat import SqlAlchemyChatStore
 from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
 
@@ -43,7 +52,9 @@ class Container:
     settings: Settings
     store: SqlAlchemyJobStore
     chats: ChatStore
+    agent_steps: AgentStepStore
     context: UserContextClient
+    events: EventsClient
     providers: dict[str, LLMProvider]
     transports: dict[str, Transport]
     chunk_sink: ChunkSink
@@ -101,16 +112,18 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
     return OfflineProvider()
 
 
-def build_context_client(settings: Settings) -> UserContextClient:
+def build_api_clients(settings: Settings) -> tuple[UserContextClient, EventsClient]:
+    """One HTTP client serves both ports; without an API, the bundled samples do."""
     if settings.api_base_url:
-        return HttpNestApiClient(
+        client = HttpNestApiClient(
             base_url=settings.api_base_url,
             token=settings.api_token,
             timeout_s=settings.api_timeout_s,
             retries=settings.api_retries,
         )
-    log.warning("VAMU_API_BASE_URL is unset: using the bundled sample users.")
-    return StaticUserContextClient()
+        return client, client
+    log.warning("VAMU_API_BASE_URL is unset: using the bundled sample users and events.")
+    return StaticUserContextClient(), StaticEventsClient()
 
 
 def _add_closer(closers: list[Callable[[], Any]], obj: object) -> None:
@@ -124,7 +137,7 @@ def build_container(settings: Settings) -> Container:
     db = Database.from_url(settings.effective_database_url, pool_size=settings.database_pool_size)
     closers.append(db.close)
     store = SqlAlchemyJobStore(db, transports=settings.notify)
-    context = build_context_client(settings)
+    context, events = build_api_clients(settings)
     _add_closer(closers, context)
     # Providers are built on first use, so a notify-only worker needs no LLM key.
     primary = settings.provider_name()
@@ -158,7 +171,9 @@ def build_container(settings: Settings) -> Container:
         settings,
         store,
         SqlAlchemyChatStore(db),
+        SqlAlchemyAgentStore(db, transports=settings.notify),
         context,
+        events,
         providers,
         transports,
         chunk_sink,

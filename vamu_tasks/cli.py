@@ -126,6 +126,16 @@ def enqueue_chatbot(
     _enqueue("chatbot", data, wait, timeout, follow=_follow_chat_stream)
 
 
+@enqueue.command("agent")
+@click.option("--user-id", required=True)
+@click.option("--goal", required=True, help="What the agent should work toward (2000 chars).")
+@click.option("--wait", is_flag=True, help="Follow the run to its end and print the result.")
+@click.option("--timeout", type=float, default=300.0, show_default=True)
+def enqueue_agent(user_id: str, goal: str, wait: bool, timeout: float) -> None:
+    """Start a tool-using agent run toward a user's goal."""
+    _enqueue("agent", {"userId": user_id, "goal": goal}, wait, timeout)
+
+
 def _follow_chat_stream(
     settings: Settings, job_id: uuid.UUID, store: SqlAlchemyJobStore, timeout: float
 ) -> None:

@@ -212,3 +212,72 @@ class ChatChunk:
     attempt: int
     seq: int
     delta: str
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: its name, what it does, and its JSON Schema arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """The model asking for one tool; `arguments` is the raw JSON text it wrote."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class AssistantTurn:
+    """What the model said in one step: text, tool calls, or both."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    """A tool's answer to one call, as the model will read it."""
+
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+AgentItem = Message | AssistantTurn | ToolResult
+
+
+@dataclass(frozen=True)
+class ToolsRequest:
+    system: str
+    items: tuple[AgentItem, ...]
+    tools: tuple[ToolSpec, ...]
+    max_output_tokens: int = 1024
+
+
+@dataclass(frozen=True)
+class ToolTurnResult:
+    turn: AssistantTurn
+    provider: str
+    model: str
+    usage: Usage
+    stop_reason: str
+
+
+@dataclass(frozen=True)
+class AgentStep:
+    """One committed step of an agent run (a model call or a tool call)."""
+
+    job_id: uuid.UUID
+    step: int
+    kind: Literal["model", "tool"]
+    data: Mapping[str, Any]
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: Decimal | None = None

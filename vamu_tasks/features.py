@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
+from vamu_tasks.agent.schemas import AgentRequest
 from vamu_tasks.chatbot.schemas import ChatRequest
 from vamu_tasks.domain import Feature
 from vamu_tasks.inspiration.schemas import InspirationRequest
@@ -31,6 +32,7 @@ FEATURES: dict[Feature, FeatureSpec] = {
     "chatbot": FeatureSpec(
         "chatbot", "chatbot.reply", "vamu.chatbot.reply", "chatbot", ChatRequest
     ),
+    "agent": FeatureSpec("agent", "agent.run", "vamu.agent.run", "agent", AgentRequest),
 }
 
 BY_JOB_NAME: dict[str, FeatureSpec] = {spec.job_name: spec for spec in FEATURES.values()}

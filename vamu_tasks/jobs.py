@@ -86,12 +86,21 @@ def run_job(store: JobStore, job_id: uuid.UUID, handler: Handler) -> JobOutcome:
     return _outcome(store, done)
 
 
+# Features whose contract also promises a "finished" event when they fail.
+FINISHED_EVENTS = {"agent": "agent-finished"}
+
+
 def fail_job(
     store: JobStore, job: JobRecord, error_kind: str, message: str, spend: Spend | None = None
 ) -> JobOutcome:
-    done = store.fail(
-        job.id, error_kind, message, spend or Spend(), [failed_notification(job, error_kind)]
-    )
+    notes = [failed_notification(job, error_kind)]
+    if job.feature in FINISHED_EVENTS:
+        notes.append(
+            ready_notification(
+                job, FINISHED_EVENTS[job.feature], {"jobId": str(job.id), "status": "failed"}
+            )
+        )
+    done = store.fail(job.id, error_kind, message, spend or Spend(), notes)
     return _outcome(store, done)
 
 

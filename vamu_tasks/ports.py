@@ -7,6 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from vamu_tasks.domain import (
+    AgentStep,
     ChatChunk,
     ChatMessageRecord,
     JobRecord,
@@ -16,6 +17,8 @@ from vamu_tasks.domain import (
     Notification,
     Spend,
     StreamEvent,
+    ToolsRequest,
+    ToolTurnResult,
     UserContext,
 )
 
@@ -31,6 +34,10 @@ class LLMProvider(Protocol):
 
     def complete(self, request: LLMRequest) -> LLMResult:
         """Run one request; raise a `VamuError` subclass for every failure."""
+        ...
+
+    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
+        """One model step with tools offered; the answer may ask for tool calls."""
         ...
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
@@ -145,4 +152,27 @@ class ChunkSink(Protocol):
 
     def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
         """Tell the client to drop what an earlier attempt streamed."""
+        ...
+
+
+class EventsClient(Protocol):
+    """Reads events (the NestJS internal API); read-only by design."""
+
+    def search_events(self, **params: Any) -> list[dict[str, Any]]:
+        """`GET /internal/events/search` with the given query parameters."""
+        ...
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """One event, or None when it does not exist."""
+        ...
+
+
+class AgentStepStore(Protocol):
+    """An agent run's steps, each committed with its notification before the run goes on."""
+
+    def steps(self, job_id: uuid.UUID) -> list[AgentStep]: ...
+
+    def add_step(self, step: AgentStep, notifications: Sequence[Notification]) -> list[uuid.UUID]:
+        """Commit the step once (a second add of the same number changes nothing); return the
+        ids of its notifications still to deliver."""
         ...

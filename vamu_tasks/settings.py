@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     llm_strict_validation: bool = False
     llm_max_output_tokens: int = 2048
     chat_history_budget_tokens: int = 3000
+    agent_max_steps: int = 8
+    agent_max_tokens: int = 20_000
+    agent_max_seconds: float = 120.0
+    agent_max_tool_result_chars: int = 4000
     chat_max_output_tokens: int = 1024
 
     job_max_retries: int = 5
@@ -103,6 +107,11 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process holds, for output filters that must never echo one."""
+        secrets = [self.api_token, self.openai_api_key, self.anthropic_api_key, self.webhook_secret]
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
     @property
     def effective_broker_url(self) -> str:

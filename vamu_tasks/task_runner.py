@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery import Task
+from celery import Celery, Task
 from pydantic import BaseModel
 
 from vamu_tasks.bootstrap import Container, get_container
@@ -117,10 +117,14 @@ def event_kwargs(event_id: uuid.UUID) -> dict[str, Any]:
 
 
 def send_notifications(task: Task[Any, Any], outcome: JobOutcome) -> None:
+    dispatch_notifications(task.app, outcome.notifications)
+
+
+def dispatch_notifications(app: Celery, event_ids: list[uuid.UUID]) -> None:
     """Enqueue delivery of committed notifications; the outbox sweeper covers a failed send."""
-    for event_id in outcome.notifications:
+    for event_id in event_ids:
         try:
-            task.app.send_task(
+            app.send_task(
                 DELIVER_TASK,
                 kwargs=event_kwargs(event_id),
                 queue=NOTIFY_QUEUE,

@@ -93,3 +93,18 @@ def test_enqueue_chatbot_with_wait_prints_the_reply_as_it_streams(s: Stack):
     lines = result.stdout.splitlines()
     assert lines[1] == "Jazz at the Roundhouse on Friday, then tapas nearby."
     assert json.loads("\n".join(lines[2:]))["reply"] == lines[1]
+
+
+def test_enqueue_agent_with_wait_prints_the_answer_and_proposals(s: Stack):
+    from vamu_tasks.testing.fake_llm import Text, ToolCall
+
+    s.llm.set_responder(None)
+    s.llm.push(ToolCall("propose_rsvp", {"eventId": "evt-ldn-winter-jazz"}), Text("Done."))
+
+    result = vamu(s, "enqueue", "agent", "--user-id", "u-ada", "--goal", "book jazz",
+                  "--wait", "--timeout", "30")
+
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout.split("\n", 1)[1])
+    assert answer == {"answer": "Done.", "steps": 3, "proposals": [
+        {"action": "rsvp", "arguments": {"eventId": "evt-ldn-winter-jazz"}}]}

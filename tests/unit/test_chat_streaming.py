@@ -1,4 +1,4 @@
-"""`ChunkCoalescer`: a token stream becomes a few ordered `chat-chunk` events, driven by a fake clock."""
+"""`ChunkCoalescer`: a token stream becomes a few ordered `chat-chunk` events (fake clock)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vamu_tasks.domain import UserContext
@@ -28,3 +28,30 @@ class StaticUserContextClient:
 
     def close(self) -> None:
         pass
+
+
+class StaticEventsClient:
+    """The bundled sample events, searched by text only (no geography), for the demo."""
+
+    def __init__(self, events: Sequence[Mapping[str, Any]] | None = None) -> None:
+        if events is None:
+            from vamu_tasks.context.samples import SAMPLE_EVENTS
+
+            events = SAMPLE_EVENTS
+        self._events = [dict(e) for e in events]
+
+    def search_events(self, **params: Any) -> list[dict[str, Any]]:
+        words = str(params.get("q") or "").lower().split()
+        limit = int(params.get("limit") or 10)
+        found = [
+            e
+            for e in self._events
+            if all(
+                any(w in str(e.get(f, "")).lower() for f in ("title", "category", "venue", "city"))
+                for w in words
+            )
+        ]
+        return found[:limit]
+
+    def get_event(self, event_id: str) -> dict[str, Any] | None:
+        return next((e for e in self._events if e.get("id") == event_id), None)

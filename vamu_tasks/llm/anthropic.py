@@ -9,7 +9,15 @@ import anthropic
 import httpx2
 from pydantic import SecretStr
 
-from vamu_tasks.domain import LLMRequest, LLMResult, StreamEvent, TextDelta, Usage
+from vamu_tasks.domain import (
+    LLMRequest,
+    LLMResult,
+    StreamEvent,
+    TextDelta,
+    ToolsRequest,
+    ToolTurnResult,
+    Usage,
+)
 from vamu_tasks.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -22,6 +30,7 @@ from vamu_tasks.errors import (
     VamuError,
 )
 from vamu_tasks.llm.retry_after import retry_after_seconds
+from vamu_tasks.llm.tools_wire import anthropic_messages, anthropic_tools, anthropic_turn
 
 # Anthropic error `type`s, as sent in error bodies and mid-stream `event: error` frames.
 _TRANSIENT_TYPES = {"overloaded_error", "api_error", "timeout_error"}
@@ -65,6 +74,28 @@ class AnthropicProvider:
         text = "".join(block.text for block in message.content if block.type == "text")
         return LLMResult(
             text=text,
+            provider=self.name,
+            model=message.model or self.model,
+            usage=_usage(message.usage),
+            stop_reason=str(message.stop_reason or "truncated"),
+        )
+
+    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "system": request.system,
+            "messages": anthropic_messages(request.items),
+            "tools": anthropic_tools(request.tools),
+            "max_tokens": request.max_output_tokens,
+        }
+        try:
+            message = self._client.messages.create(**kwargs)
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            raise map_anthropic_error(exc) from exc
+        if message.stop_reason == "refusal":
+            raise ContentFiltered("Anthropic refused to answer under its usage policy.")
+        return ToolTurnResult(
+            turn=anthropic_turn(message),
             provider=self.name,
             model=message.model or self.model,
             usage=_usage(message.usage),

@@ -7,7 +7,19 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from vamu_tasks.domain import LLMRequest, LLMResult, StreamEvent, TextDelta, Usage
+from vamu_tasks.domain import (
+    AssistantTurn,
+    LLMRequest,
+    LLMResult,
+    Message,
+    StreamEvent,
+    TextDelta,
+    ToolCall,
+    ToolResult,
+    ToolsRequest,
+    ToolTurnResult,
+    Usage,
+)
 
 _WORDS = (
     "riverside",
@@ -57,6 +69,33 @@ class OfflineProvider:
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
         return _offline_stream(self.complete(request))
+
+    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
+        """First searches events for a word of the goal, then answers from what it found."""
+        results = [item for item in request.items if isinstance(item, ToolResult)]
+        goal = next((i.content for i in request.items if isinstance(i, Message)), "")
+        names = {tool.name for tool in request.tools}
+        if not results and "search_events" in names:
+            topic = _prompt_words(goal)[0]
+            call = ToolCall("offline-call-1", "search_events", json.dumps({"q": topic, "limit": 3}))
+            turn = AssistantTurn("", (call,))
+        else:
+            turn = AssistantTurn(_summarise(results[-1].content if results else ""))
+        text = turn.text + "".join(c.arguments for c in turn.tool_calls)
+        usage = Usage(input_tokens=max(1, len(goal) // 4 + 50), output_tokens=len(text) // 4 + 1)
+        return ToolTurnResult(turn, self.name, self.model, usage, "end")
+
+
+def _summarise(tool_output: str) -> str:
+    try:
+        found = json.loads(tool_output)
+    except ValueError:
+        found = None
+    events = found.get("events", []) if isinstance(found, dict) else []
+    titles = [str(e.get("title")) for e in events if isinstance(e, dict)][:3]
+    if not titles:
+        return "(offline model) I found no matching events; try a broader goal."
+    return "(offline model) Events that fit your goal: " + "; ".join(titles) + "."
 
 
 def _offline_stream(result: LLMResult, size: int = 12) -> Iterator[StreamEvent]:

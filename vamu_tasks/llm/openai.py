@@ -9,7 +9,15 @@ import httpx2
 import openai
 from pydantic import SecretStr
 
-from vamu_tasks.domain import LLMRequest, LLMResult, StreamEvent, TextDelta, Usage
+from vamu_tasks.domain import (
+    LLMRequest,
+    LLMResult,
+    StreamEvent,
+    TextDelta,
+    ToolsRequest,
+    ToolTurnResult,
+    Usage,
+)
 from vamu_tasks.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -22,6 +30,7 @@ from vamu_tasks.errors import (
     VamuError,
 )
 from vamu_tasks.llm.retry_after import retry_after_seconds
+from vamu_tasks.llm.tools_wire import openai_input, openai_tools, openai_turn
 
 
 class OpenAIProvider:
@@ -58,6 +67,28 @@ class OpenAIProvider:
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise map_openai_error(exc) from exc
         return self._result(response, response.output_text)
+
+    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "instructions": request.system,
+            "input": openai_input(request.items),
+            "tools": openai_tools(request.tools),
+            "max_output_tokens": request.max_output_tokens,
+            "store": False,
+        }
+        try:
+            response = self._client.responses.create(**kwargs)
+        except (openai.OpenAIError, httpx2.TransportError) as exc:
+            raise map_openai_error(exc) from exc
+        _raise_for_refusal_or_filter(response)
+        return ToolTurnResult(
+            turn=openai_turn(response),
+            provider=self.name,
+            model=response.model or self.model,
+            usage=_usage(response.usage),
+            stop_reason=_stop_reason(response),
+        )
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
         kwargs = self._kwargs(request)

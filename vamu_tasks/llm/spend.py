@@ -17,10 +17,13 @@ class SpendMeter:
         self.calls = 0
 
     def record(self, result: LLMResult) -> None:
+        self.record_usage(result.provider, result.model, result.usage)
+
+    def record_usage(self, provider: str, model: str, usage: Usage) -> None:
         self.calls += 1
-        self._provider, self._model = result.provider, result.model
-        self._usage = self._usage + result.usage
-        cost = cost_usd(result.model, result.usage)
+        self._provider, self._model = provider, model
+        self._usage = self._usage + usage
+        cost = cost_usd(model, usage)
         if cost is not None:
             self._cost = (self._cost or Decimal(0)) + cost
 

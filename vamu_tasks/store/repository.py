@@ -84,6 +84,22 @@ def to_record(row: AiJob) -> JobRecord:
     )
 
 
+def outbox_row(note: Notification, transports: Sequence[str]) -> NotificationOutbox:
+    """A notification to deliver to each transport, written in its job's transaction."""
+    now = utcnow()
+    return NotificationOutbox(
+        id=note.id,
+        job_id=note.job_id,
+        event=note.event,
+        user_id=note.user_id,
+        payload=dict(note.data),
+        pending_transports=list(transports),
+        attempts=0,
+        created_at=now,
+        next_attempt_at=now,
+    )
+
+
 def _add_spend(row: AiJob, spend: Spend) -> None:
     """Tokens and cost add up over every attempt; provider and model are the latest call's."""
     if spend.provider is None:
@@ -261,22 +277,8 @@ class SqlAlchemyJobStore:
             row.finished_at = utcnow()
             if self._transports:
                 for note in notifications:
-                    session.add(self._outbox_row(note))
+                    session.add(outbox_row(note, self._transports))
             return to_record(row)
-
-    def _outbox_row(self, note: Notification) -> NotificationOutbox:
-        now = utcnow()
-        return NotificationOutbox(
-            id=note.id,
-            job_id=note.job_id,
-            event=note.event,
-            user_id=note.user_id,
-            payload=dict(note.data),
-            pending_transports=list(self._transports),
-            attempts=0,
-            created_at=now,
-            next_attempt_at=now,
-        )
 
     # --- outbox ---------------------------------------------------------------------------
 

@@ -11,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from vamu_tasks.domain import (
+    MAX_ERROR_MESSAGE,
     TERMINAL_STATUSES,
+    AssistantTurn,
     ChatChunk,
     ChatMessageRecord,
     JobRecord,
@@ -22,6 +24,8 @@ from vamu_tasks.domain import (
     Spend,
     StreamEvent,
     TextDelta,
+    ToolsRequest,
+    ToolTurnResult,
     Usage,
 )
 from vamu_tasks.errors import InvalidJob, VamuError
@@ -128,13 +132,23 @@ class InMemoryJobStore:
             self._jobs[job_id] = job
             return job
 
-    def requeue(self, job_id: uuid.UUID, error_kind: str, error_message: str) -> None:
+    def requeue(
+        self,
+        job_id: uuid.UUID,
+        error_kind: str,
+        error_message: str,
+        spend: Spend | None = None,
+    ) -> None:
         with self._lock:
             job = self._get(job_id)
             if job.status in ("queued", "running"):
-                self._jobs[job_id] = replace(
-                    job, status="queued", error_kind=error_kind, error_message=error_message
+                job = replace(
+                    job,
+                    status="queued",
+                    error_kind=error_kind,
+                    error_message=error_message[:MAX_ERROR_MESSAGE],
                 )
+                self._jobs[job_id] = replace(job, **_spend_values(job, spend or Spend()))
 
     def succeed(
         self,
@@ -167,7 +181,7 @@ class InMemoryJobStore:
             notifications,
             status="failed",
             error_kind=error_kind,
-            error_message=error_message,
+            error_message=error_message[:MAX_ERROR_MESSAGE],
         )
 
     def _finish(
@@ -236,8 +250,9 @@ class ScriptedLLM:
         self.name = name
         self.model = model
         self._answers = list(answers)
+        self._turns: list[AssistantTurn | str | VamuError] = []
         self._usage = usage or Usage(input_tokens=100, output_tokens=50)
-        self.requests: list[LLMRequest] = []
+        self.requests: list[LLMRequest | ToolsRequest] = []
 
     def push(self, *answers: str | VamuError) -> None:
         self._answers.extend(answers)
@@ -250,6 +265,20 @@ class ScriptedLLM:
         if isinstance(answer, VamuError):
             raise answer
         return LLMResult(answer, self.name, self.model, self._usage, "end")
+
+    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
+        """The next scripted answer: an `AssistantTurn`, plain text, or an error to raise."""
+        self.requests.append(request)
+        if not self._turns:
+            raise AssertionError("ScriptedLLM has no tool turn left for this request")
+        answer = self._turns.pop(0)
+        if isinstance(answer, VamuError):
+            raise answer
+        turn = AssistantTurn(answer) if isinstance(answer, str) else answer
+        return ToolTurnResult(turn, self.name, self.model, self._usage, "end")
+
+    def push_turns(self, *turns: AssistantTurn | str | VamuError) -> None:
+        self._turns.extend(turns)
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
         """The scripted answer in 5-character deltas; a scripted error is raised at once."""

@@ -1,0 +1,183 @@
+"""The agent's allow-listed tools: read-only lookups that run, proposals that never do.
+
+A tool the model names that is not in `TOOLS`, or arguments that do not validate, come back to
+the model as an error result; nothing outside this module can be called.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vamu_tasks.domain import ToolCall, ToolSpec
+from vamu_tasks.ports import EventsClient, UserContextClient
+
+
+class _Args(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SearchEventsArgs(_Args):
+    q: str | None = Field(default=None, max_length=200, description="Words to look for")
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lng: float | None = Field(default=None, ge=-180, le=180)
+    radiusKm: float | None = Field(default=None, gt=0, le=200)
+    from_: datetime | None = Field(default=None, alias="from", description="ISO-8601 start")
+    to: datetime | None = Field(default=None, description="ISO-8601 end")
+    limit: int = Field(default=5, ge=1, le=20)
+
+
+class GetEventArgs(_Args):
+    eventId: str = Field(min_length=1, max_length=64)
+
+
+class NoArgs(_Args):
+    pass
+
+
+class ProposeRsvpArgs(_Args):
+    eventId: str = Field(min_length=1, max_length=64)
+    note: str | None = Field(default=None, max_length=300)
+
+
+class ProposeCreateEventArgs(_Args):
+    title: str = Field(min_length=1, max_length=200)
+    startsAt: datetime
+    venue: str | None = Field(default=None, max_length=200)
+    description: str | None = Field(default=None, max_length=1000)
+
+
+class ProposeMessageArgs(_Args):
+    toUserId: str = Field(min_length=1, max_length=128)
+    text: str = Field(min_length=1, max_length=500)
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a tool may touch: the run's own user, and read-only API clients."""
+
+    user_id: str
+    events: EventsClient
+    users: UserContextClient
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    args: type[_Args]
+    run: Callable[[Any, ToolContext], Any] | None  # None: a proposal, never executed
+
+    @property
+    def spec(self) -> ToolSpec:
+        schema = self.args.model_json_schema(by_alias=True)
+        schema.pop("title", None)
+        return ToolSpec(self.name, self.description, schema)
+
+    @property
+    def is_proposal(self) -> bool:
+        return self.run is None
+
+
+def _search(args: SearchEventsArgs, ctx: ToolContext) -> Any:
+    params = args.model_dump(by_alias=True, exclude_none=True, mode="json")
+    return {"events": ctx.events.search_events(**params)}
+
+
+def _event(args: GetEventArgs, ctx: ToolContext) -> Any:
+    return ctx.events.get_event(args.eventId) or {"error": f"no event {args.eventId!r}"}
+
+
+def _my_context(_args: NoArgs, ctx: ToolContext) -> Any:
+    # Only the run's own user: the model cannot ask for anyone else's profile.
+    return ctx.users.get_context(ctx.user_id).model_dump(mode="json", by_alias=True)
+
+
+TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in [
+        Tool(
+            "search_events",
+            "Search upcoming events by text, place and dates.",
+            SearchEventsArgs,
+            _search,
+        ),
+        Tool("get_event", "Get one event's details by id.", GetEventArgs, _event),
+        Tool(
+            "get_my_context",
+            "Get the user's profile: city, interests, recent events.",
+            NoArgs,
+            _my_context,
+        ),
+        Tool(
+            "propose_rsvp",
+            "Suggest RSVPing to an event; the user confirms in the app.",
+            ProposeRsvpArgs,
+            None,
+        ),
+        Tool(
+            "propose_create_event",
+            "Suggest creating an event; the user confirms in the app.",
+            ProposeCreateEventArgs,
+            None,
+        ),
+        Tool(
+            "propose_message",
+            "Suggest a message to another user; the user confirms it.",
+            ProposeMessageArgs,
+            None,
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    content: str  # what the model reads
+    is_error: bool
+    proposal: dict[str, Any] | None = None
+
+
+def run_tool(call: ToolCall, ctx: ToolContext, *, max_chars: int = 4000) -> ToolOutcome:
+    """Run one allow-listed tool; every refusal or failure is an error result for the model."""
+    tool = TOOLS.get(call.name)
+    if tool is None:
+        allowed = ", ".join(sorted(TOOLS))
+        return ToolOutcome(f"Unknown tool {call.name!r}. Allowed tools: {allowed}.", True)
+    try:
+        raw = json.loads(call.arguments or "{}")
+        args = tool.args.model_validate(raw)
+    except (ValueError, ValidationError) as exc:
+        return ToolOutcome(f"Invalid arguments for {call.name}: {_describe(exc)}", True)
+    if tool.run is None:
+        proposal = {
+            "action": tool.name.removeprefix("propose_"),
+            "arguments": args.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+        return ToolOutcome(
+            "Proposal recorded; the user will confirm it in the app. It has not been carried out.",
+            False,
+            proposal,
+        )
+    try:
+        value = tool.run(args, ctx)
+    except Exception as exc:  # the model gets the failure as data and may try another way
+        return ToolOutcome(f"{call.name} failed: {type(exc).__name__}: {exc}"[:500], True)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > max_chars:
+        text = text[:max_chars] + "…(truncated)"
+    return ToolOutcome(text, False)
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+            for e in exc.errors(include_url=False, include_input=False)[:5]
+        )
+    return "arguments are not a JSON object"
