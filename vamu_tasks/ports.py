@@ -136,6 +136,16 @@ class ChatStore(Protocol):
 
     def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None: ...
 
+    def claim_turn(
+        self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
+    ) -> bool:
+        """Hold the conversation while this job writes its reply; False if another job does."""
+        ...
+
+    def release_turn(self, conversation_id: str, job_id: uuid.UUID) -> None:
+        """Let the next turn go (only if this job holds the conversation)."""
+        ...
+
     def history(
         self, conversation_id: str, *, before_seq: int, limit: int
     ) -> list[ChatMessageRecord]:

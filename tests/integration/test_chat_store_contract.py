@@ -6,6 +6,7 @@ Chat rows reference `ai_jobs` ids, so every message here belongs to a job create
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -170,17 +171,6 @@ def test_racing_deliveries_of_one_job_store_its_message_and_reply_once(
 
 
 CONCURRENT_TRIALS = 10
-SQLITE_SEQ_RACE = (
-    "BUG: SqlAlchemyChatStore on SQLite reads the chat_conversations row (last_seq) outside a "
-    "write transaction (with_for_update is a no-op and pysqlite only BEGINs at the first "
-    "write), so concurrent writers both create the conversation or pick the same seq and the "
-    "loser gets a raw IntegrityError, which run_job fails as 'internal'"
-)
-NEW_CONVERSATION_RACE = (
-    "BUG: SqlAlchemyChatStore._add inserts a missing chat_conversations row without handling "
-    "a concurrent insert: the loser's IntegrityError on chat_conversations_pkey is re-raised "
-    "raw (its own job has no message yet), so run_job fails that turn as 'internal'"
-)
 
 
 def messages_from_racing_jobs(
@@ -202,10 +192,8 @@ def messages_from_racing_jobs(
 
 
 def test_concurrent_messages_of_different_jobs_in_one_conversation_get_their_own_seqs(
-    stores: Stores, request: pytest.FixtureRequest
+    stores: Stores,
 ) -> None:
-    if stores.backend == "sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=SQLITE_SEQ_RACE))
     for trial in range(CONCURRENT_TRIALS):  # one trial can miss the race; ten do not
         conversation = f"conv-{uuid.uuid4().hex}"
         stores.turn(conversation, "first", "first reply")
@@ -219,11 +207,8 @@ def test_concurrent_messages_of_different_jobs_in_one_conversation_get_their_own
 
 
 def test_concurrent_first_messages_of_different_jobs_all_open_the_conversation(
-    stores: Stores, request: pytest.FixtureRequest
+    stores: Stores,
 ) -> None:
-    if stores.backend != "memory":
-        reason = SQLITE_SEQ_RACE if stores.backend == "sqlite" else NEW_CONVERSATION_RACE
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     for trial in range(CONCURRENT_TRIALS):
         conversation = f"conv-{uuid.uuid4().hex}"
 
@@ -386,3 +371,31 @@ def test_the_third_message_waits_while_either_earlier_one_is_open(
 
     assert stores.chats.earlier_turn_open(third, conversation)
     assert not stores.chats.earlier_turn_open(second, conversation)
+
+
+# --- one reply at a time ----------------------------------------------------------------------
+
+
+def test_a_conversation_held_by_one_job_turns_another_away_until_released(stores: Stores) -> None:
+    conversation = f"conv-{uuid.uuid4().hex}"
+    first, second = stores.job(conversation, "one"), stores.job(conversation, "two")
+
+    assert stores.chats.claim_turn(conversation, ADA, first.id, ttl_s=60)
+    assert stores.chats.claim_turn(conversation, ADA, first.id, ttl_s=60)  # a retry of it
+    assert not stores.chats.claim_turn(conversation, ADA, second.id, ttl_s=60)
+
+    stores.chats.release_turn(conversation, second.id)  # not the holder: changes nothing
+    assert not stores.chats.claim_turn(conversation, ADA, second.id, ttl_s=60)
+    stores.chats.release_turn(conversation, first.id)
+    assert stores.chats.claim_turn(conversation, ADA, second.id, ttl_s=60)
+
+
+def test_a_turn_whose_holder_died_is_free_once_its_lease_runs_out(stores: Stores) -> None:
+    conversation = f"conv-{uuid.uuid4().hex}"
+    dead, next_one = stores.job(conversation, "one"), stores.job(conversation, "two")
+
+    assert stores.chats.claim_turn(conversation, ADA, dead.id, ttl_s=0.2)
+    assert not stores.chats.claim_turn(conversation, ADA, next_one.id, ttl_s=60)
+    time.sleep(0.3)
+
+    assert stores.chats.claim_turn(conversation, ADA, next_one.id, ttl_s=60)

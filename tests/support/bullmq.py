@@ -25,7 +25,8 @@ def produce(redis_url: str, queue: str, jobs: list[dict[str, Any]], *, wait: boo
         capture_output=True, text=True, timeout=timeout_ms / 1000 + 60,
     )
     assert done.returncode == 0, done.stderr
-    lines = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    # Not splitlines(): JSON text may hold U+2028 or U+0085, which it would split on.
+    lines = [json.loads(line) for line in done.stdout.split("\n") if line.strip()]
     assert lines[-1] == {"done": True}, done.stdout
     return sorted(lines[:-1], key=lambda r: r["index"])
 

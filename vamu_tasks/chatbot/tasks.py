@@ -36,15 +36,27 @@ def make_handler(container: Container, provider: str | None) -> Handler:
     return handle
 
 
-def _earlier_turn_open(container: Container, ref: JobRef) -> bool:
+def _turn_blocked(container: Container, ref: JobRef) -> str | None:
+    """The conversation this job must wait for, or None when it may run now."""
     job = container.store.get_job(ref.job_id)
     if job is None or job.is_terminal:
-        return False
+        return None
     try:
-        conversation_id = parse_request(job.request).conversation_id
+        request = parse_request(job.request)
     except VamuError:
-        return False  # run_job will fail it with the field errors
-    return container.chats.earlier_turn_open(job, conversation_id)
+        return None  # run_job will fail it with the field errors
+    chats = container.chats
+    if chats.earlier_turn_open(job, request.conversation_id):
+        return request.conversation_id
+    if not chats.claim_turn(request.conversation_id, job.user_id, job.id, _lease_s(container)):
+        return request.conversation_id
+    return None
+
+
+def _lease_s(container: Container) -> float:
+    # Long enough for the longest attempt plus the longest retry wait.
+    settings = container.settings
+    return settings.task_time_limit_s + settings.retry_backoff_max_s
 
 
 # max_retries=None: the retry budget is RetryPolicy's (task_runner), not Celery's default of 3.
@@ -52,10 +64,16 @@ def _earlier_turn_open(container: Container, ref: JobRef) -> bool:
 def reply(self: Task[Any, Any], ref: JobRef) -> TaskOutcome:
     # Double texting: a conversation's messages are answered one at a time, in arrival order,
     # so replies never interleave in its history. Waiting is not an attempt.
+    container = get_container()
     try:
-        waiting = _earlier_turn_open(get_container(), ref)
+        if _turn_blocked(container, ref) is not None:
+            raise self.retry(countdown=TURN_WAIT_S)
     except StoreUnavailable as exc:
         raise self.retry(countdown=TURN_WAIT_S * 8) from exc
-    if waiting:
-        raise self.retry(countdown=TURN_WAIT_S)
-    return execute(self, ref, make_handler)
+    outcome = execute(self, ref, make_handler)
+    # Still running means a retry is scheduled: the turn stays held until the job ends.
+    job = container.store.get_job(ref.job_id)
+    if job is not None and job.is_terminal:
+        request = job.request
+        container.chats.release_turn(str(request.get("conversationId", "")), job.id)
+    return outcome

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Literal, cast
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from vamu_tasks.domain import ChatMessageRecord, JobRecord
 from vamu_tasks.errors import InvalidJob
 from vamu_tasks.store.models import AiJob, ChatMessage, Conversation
-from vamu_tasks.store.repository import OPEN_STATUSES, Database, utcnow
+from vamu_tasks.store.repository import OPEN_STATUSES, Database, as_utc, utcnow
 
 Role = Literal["user", "assistant"]
 
@@ -57,45 +59,92 @@ class SqlAlchemyChatStore:
         content: str,
         owner: str | None,
     ) -> ChatMessageRecord:
-        existing = self._message(job_id, role)
-        if existing is not None:
-            return existing
-        try:
-            with self._session() as session:
-                conversation = session.get(Conversation, conversation_id, with_for_update=True)
-                if conversation is None:
-                    if owner is None:
-                        raise LookupError(f"No conversation {conversation_id!r}")
-                    conversation = Conversation(
-                        id=conversation_id,
-                        user_id=owner,
-                        last_seq=0,
-                        created_at=utcnow(),
-                        updated_at=utcnow(),
-                    )
-                    session.add(conversation)
-                    session.flush()
-                elif owner is not None and conversation.user_id != owner:
-                    raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
-                conversation.last_seq += 1
-                conversation.updated_at = utcnow()
-                row = ChatMessage(
-                    id=uuid.uuid4(),
-                    conversation_id=conversation_id,
-                    job_id=job_id,
-                    role=role,
-                    content=content,
-                    seq=conversation.last_seq,
-                    created_at=utcnow(),
-                )
-                session.add(row)
-                return _record(row)
-        except IntegrityError:
-            # A redelivered task raced us to it: the first write wins.
-            found = self._message(job_id, role)
-            if found is None:
-                raise
-            return found
+        # Two attempts: a concurrent first message may create the conversation under us.
+        for attempt in (1, 2):
+            existing = self._message(job_id, role)
+            if existing is not None:
+                return existing
+            try:
+                return self._insert(job_id, conversation_id, role, content, owner)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _insert(
+        self,
+        job_id: uuid.UUID,
+        conversation_id: str,
+        role: Role,
+        content: str,
+        owner: str | None,
+    ) -> ChatMessageRecord:
+        with self._session() as session:
+            conversation = self._conversation(session, conversation_id, owner)
+            conversation.last_seq += 1
+            conversation.updated_at = utcnow()
+            row = ChatMessage(
+                id=uuid.uuid4(),
+                conversation_id=conversation_id,
+                job_id=job_id,
+                role=role,
+                content=content,
+                seq=conversation.last_seq,
+                created_at=utcnow(),
+            )
+            session.add(row)
+            return _record(row)
+
+    def _conversation(
+        self, session: Session, conversation_id: str, owner: str | None
+    ) -> Conversation:
+        """The conversation, locked for this transaction; created for its first user message."""
+        conversation = session.get(Conversation, conversation_id, with_for_update=True)
+        if conversation is None:
+            if owner is None:
+                raise LookupError(f"No conversation {conversation_id!r}")
+            conversation = Conversation(
+                id=conversation_id,
+                user_id=owner,
+                last_seq=0,
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+            session.add(conversation)
+            session.flush()
+        elif owner is not None and conversation.user_id != owner:
+            raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
+        return conversation
+
+    def claim_turn(
+        self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
+    ) -> bool:
+        """Take the conversation for this job's reply, unless another job holds it."""
+        for attempt in (1, 2):
+            try:
+                with self._session() as session:
+                    try:
+                        conversation = self._conversation(session, conversation_id, user_id)
+                    except InvalidJob:
+                        return True  # not theirs: the use case fails the job, nothing to hold
+                    now = utcnow()
+                    holder, until = conversation.busy_job_id, as_utc(conversation.busy_until)
+                    if holder not in (None, job_id) and until is not None and until > now:
+                        return False
+                    conversation.busy_job_id = job_id
+                    conversation.busy_until = now + timedelta(seconds=ttl_s)
+                    return True
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def release_turn(self, conversation_id: str, job_id: uuid.UUID) -> None:
+        with self._session() as session:
+            conversation = session.get(Conversation, conversation_id, with_for_update=True)
+            if conversation is not None and conversation.busy_job_id == job_id:
+                conversation.busy_job_id = None
+                conversation.busy_until = None
 
     def _message(self, job_id: uuid.UUID, role: Role) -> ChatMessageRecord | None:
         with self._session() as session:

@@ -92,6 +92,9 @@ class Conversation(Base):
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(128), index=True)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # The job writing a reply now; other turns wait until it releases or the lease runs out.
+    busy_job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    busy_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

@@ -45,6 +45,13 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # SQLite has no SELECT ... FOR UPDATE and pysqlite starts transactions lazily, at
+            # the first write; take the write lock when the transaction begins instead.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(
@@ -52,7 +59,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     )
 
 
-def _aware(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
     # SQLite keeps no zone; every timestamp we write is UTC.
     if value is not None and value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -77,9 +84,9 @@ def to_record(row: AiJob) -> JobRecord:
         input_tokens=row.input_tokens,
         output_tokens=row.output_tokens,
         cost_usd=row.cost_usd,
-        created_at=_aware(row.created_at) or utcnow(),
-        started_at=_aware(row.started_at),
-        finished_at=_aware(row.finished_at),
+        created_at=as_utc(row.created_at) or utcnow(),
+        started_at=as_utc(row.started_at),
+        finished_at=as_utc(row.finished_at),
         rerun_of=row.rerun_of,
     )
 

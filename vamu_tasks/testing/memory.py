@@ -7,7 +7,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from vamu_tasks.domain import (
@@ -316,6 +316,7 @@ class InMemoryChatStore:
         self._lock = threading.Lock()
         self._owners: dict[str, str] = {}
         self._messages: dict[str, list[ChatMessageRecord]] = {}
+        self._busy: dict[str, tuple[uuid.UUID, datetime]] = {}
 
     def earlier_turn_open(self, job: JobRecord, conversation_id: str) -> bool:
         return any(
@@ -356,6 +357,25 @@ class InMemoryChatStore:
         record = ChatMessageRecord(uuid.uuid4(), job_id, role, content, len(messages) + 1)
         messages.append(record)
         return record
+
+    def claim_turn(
+        self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
+    ) -> bool:
+        with self._lock:
+            if self._owners.setdefault(conversation_id, user_id) != user_id:
+                return True
+            holder = self._busy.get(conversation_id)
+            now = _now()
+            if holder is not None and holder[0] != job_id and holder[1] > now:
+                return False
+            self._busy[conversation_id] = (job_id, now + timedelta(seconds=ttl_s))
+            return True
+
+    def release_turn(self, conversation_id: str, job_id: uuid.UUID) -> None:
+        with self._lock:
+            holder = self._busy.get(conversation_id)
+            if holder is not None and holder[0] == job_id:
+                del self._busy[conversation_id]
 
     def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None:
         with self._lock:
