@@ -87,6 +87,16 @@ class Settings(BaseSettings):
     outbox_sweep_interval_s: float = 15.0
     outbox_stale_after_s: float = 30.0
 
+    flower_user: str = "admin"
+    flower_password: SecretStr | None = None
+    flower_address: str = "127.0.0.1"
+    flower_port: int = 5555
+    # Only for a laptop: Flower without a password, and then only on 127.0.0.1.
+    flower_insecure_local: bool = False
+
+    metrics_port: int | None = None  # each worker/bridge process serves /metrics on this port
+    metrics_dir: Path | None = None  # prometheus_client multiprocess directory
+
     llm_concurrency: int = 100
     notify_concurrency: int = 20
 
