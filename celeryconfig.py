@@ -39,6 +39,8 @@ else:
         "visibility_timeout": 3600,
         "max_connections": max(100, _settings.llm_concurrency * 2),
     }
+    if _settings.broker_key_prefix:
+        broker_transport_options["global_keyprefix"] = _settings.broker_key_prefix
 redis_max_connections = max(100, _settings.llm_concurrency * 2)
 
 # JSON only: a pickled message is refused before it is deserialised.

@@ -117,10 +117,13 @@ def stack(
 ) -> Iterator[Stack]:
     data_dir = tmp_path_factory.mktemp("stack")
     socketio_key = f"vamu-test-{uuid.uuid4().hex[:8]}"
+    # Its own broker keys: test sessions running side by side must not take each other's tasks.
+    broker_prefix = f"{socketio_key}:"
     with WebhookReceiver(WEBHOOK_SECRET) as webhook:
         env = {
             "VAMU_DATA_DIR": str(data_dir),
             "VAMU_BROKER_URL": broker_url,
+            "VAMU_BROKER_KEY_PREFIX": broker_prefix,
             "VAMU_DATABASE_URL": pg_url,
             "VAMU_REDIS_URL": app_redis_url,
             "VAMU_API_BASE_URL": fake_api_server.url,
@@ -150,7 +153,7 @@ def stack(
             "VAMU_AGENT_MAX_TOKENS": "5000",
             "VAMU_AGENT_MAX_SECONDS": "5",
         }
-        app = sender_app(broker_url)
+        app = sender_app(broker_url, broker_prefix)
         store = SqlAlchemyJobStore.from_url(pg_url, transports=["socketio", "webhook", "log"])
         worker = WorkerProcess(env, queues="inspiration,chatbot,agent,notify",
                                log_path=data_dir / "worker.log")

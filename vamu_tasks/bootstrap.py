@@ -61,13 +61,22 @@ class Container:
     primary_provider: ProviderName
     redis: redis.Redis | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def llm(self, name: str | None = None) -> LLMProvider:
-        key = name or self.primary_provider
-        if key not in self.providers:
-            self.providers[key] = build_provider(self.settings, key)  # type: ignore[arg-type]
-            _add_closer(self._closers, self.providers[key])
-        return self.providers[key]
+    def llm(self, name: str | None = None, model: str | None = None) -> LLMProvider:
+        """The provider `name` (default the primary), optionally with another model."""
+        provider = name or self.primary_provider
+        key = f"{provider}:{model}" if model else provider
+        with self._lock:
+            if key not in self.providers:
+                settings = self.settings
+                if model and provider == "openai":
+                    settings = settings.model_copy(update={"openai_model": model})
+                elif model and provider == "anthropic":
+                    settings = settings.model_copy(update={"anthropic_model": model})
+                self.providers[key] = build_provider(settings, provider)  # type: ignore[arg-type]
+                _add_closer(self._closers, self.providers[key])
+            return self.providers[key]
 
     def close(self) -> None:
         for close in reversed(self._closers):

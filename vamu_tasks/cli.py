@@ -6,12 +6,13 @@ import json
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vamu_tasks.domain import JobRecord
+from vamu_tasks.domain import JobFilter, JobRecord
 from vamu_tasks.errors import VamuError
 from vamu_tasks.settings import Settings
 from vamu_tasks.store.repository import SqlAlchemyJobStore
@@ -220,6 +221,204 @@ def jobs_show(job_id: uuid.UUID) -> None:
     if job is None:
         raise click.ClickException(f"Job {job_id} does not exist.")
     click.echo(json.dumps(job_as_dict(job), indent=2, ensure_ascii=False))
+
+
+def parse_when(value: str | None) -> datetime | None:
+    """`24h`, `30m`, `7d` ago, or an ISO-8601 time (UTC when it has no zone)."""
+    if value is None:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if value[:-1].isdigit() and value[-1:] in units:
+        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither like 24h/30m/7d nor ISO-8601") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def job_filters(func: Any) -> Any:
+    options = [
+        click.option(
+            "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
+        ),
+        click.option("--feature", type=click.Choice(["inspiration", "chatbot", "agent"])),
+        click.option("--error-kind", default=None),
+        click.option("--since", default=None, help="e.g. 24h, 30m, 7d, or an ISO time"),
+        click.option("--until", default=None, help="ISO time (or 2h for two hours ago)"),
+        click.option("--limit", type=int, default=100, show_default=True),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def build_filter(
+    ids: tuple[uuid.UUID, ...],
+    status: Any,
+    feature: Any,
+    error_kind: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+) -> JobFilter:
+    return JobFilter(
+        ids=ids,
+        status=status,
+        feature=feature,
+        error_kind=error_kind,
+        since=parse_when(since),
+        until=parse_when(until),
+        limit=limit,
+    )
+
+
+@jobs.command("list")
+@job_filters
+def jobs_list(
+    status: Any,
+    feature: Any,
+    error_kind: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+) -> None:
+    """List jobs, newest first, as a table."""
+    store = _store(Settings())
+    try:
+        found = store.list_jobs(build_filter((), status, feature, error_kind, since, until, limit))
+    finally:
+        store.close()
+    click.echo(
+        f"{'id':36}  {'feature':11}  {'status':9}  {'error kind':14}  {'user':16}  "
+        f"{'att':>3}  {'created (UTC)':19}  rerun of"
+    )
+    for job in found:
+        created = job.created_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        click.echo(
+            f"{job.id!s:36}  {job.feature:11}  {job.status:9}  "
+            f"{job.error_kind or '-':14}  {job.user_id[:16]:16}  {job.attempts:>3}  "
+            f"{created:19}  {job.rerun_of or '-'}"
+        )
+    click.echo(f"{len(found)} job(s)")
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1, type=click.UUID)
+@job_filters
+@click.option("--dry-run", is_flag=True, help="Say what would be rerun, and do nothing.")
+@click.option("--no-notify", is_flag=True, help="Do not notify users about the reruns.")
+@click.option("--provider", type=click.Choice(["openai", "anthropic", "offline"]), default=None)
+@click.option("--model", default=None, help="Run on this model instead of the configured one.")
+@click.option("--reason", default="operator rerun", show_default=True)
+@click.option("--force", is_flag=True, help="Also rerun jobs that succeeded or still run.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def rerun(
+    job_ids: tuple[uuid.UUID, ...],
+    status: Any,
+    feature: Any,
+    error_kind: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    dry_run: bool,
+    no_notify: bool,
+    provider: str | None,
+    model: str | None,
+    reason: str,
+    force: bool,
+    yes: bool,
+) -> None:
+    """Rerun jobs by id, or every job matching the filters (e.g. --status failed --since 24h)."""
+    from vamu_tasks.reruns import RerunOptions, plan_rerun, rerun_job
+
+    if not job_ids and status is None and feature is None and error_kind is None:
+        raise click.UsageError("Give job ids, or filters such as --status failed.")
+    settings = Settings()
+    store = _store(settings)
+    try:
+        found = store.list_jobs(
+            build_filter(job_ids, status, feature, error_kind, since, until, limit)
+        )
+        missing = set(job_ids) - {job.id for job in found}
+        for job_id in sorted(missing, key=str):
+            click.echo(f"no job {job_id}", err=True)
+        plan = plan_rerun(found, force=force)
+        _describe_plan(plan, notify=not no_notify)
+        if dry_run or not plan.rerun:
+            return
+        if len(plan.rerun) > 1 and not yes:
+            click.confirm(f"Rerun {len(plan.rerun)} jobs?", abort=True)
+        from vamu_tasks.app import app
+        from vamu_tasks.sender import CelerySender
+
+        options = RerunOptions(
+            reason=reason,
+            requested_by=_operator(),
+            notify=not no_notify,
+            provider=provider,
+            model=model,
+        )
+        sender = CelerySender(app)
+        requeued = 0
+        with click.progressbar(plan.rerun, label="requeueing", file=sys.stderr) as bar:
+            for original in bar:
+                rerun_job(store, sender, original, options)
+                requeued += 1
+        click.echo(f"requeued {requeued}, skipped {len(plan.skipped)}")
+    finally:
+        store.close()
+
+
+def _operator() -> str:
+    import getpass
+    import socket
+
+    return f"{getpass.getuser()}@{socket.gethostname()}"[:128]
+
+
+def _describe_plan(plan: Any, *, notify: bool) -> None:
+    click.echo(f"{len(plan.rerun)} job(s) to rerun, {len(plan.skipped)} skipped")
+    for (feature, kind), count in sorted(plan.counts().items()):
+        click.echo(f"  {feature:11} {kind:16} {count}")
+    for job, why in plan.skipped:
+        click.echo(f"  skip {job.id} ({why}; --force to rerun anyway)")
+    if notify and plan.users:
+        click.echo(
+            f"users to notify ({len(plan.users)}): {', '.join(plan.users[:20])}"
+            + (" …" if len(plan.users) > 20 else "")
+        )
+    elif plan.users:
+        click.echo("users will not be notified (--no-notify)")
+    inp, out = plan.tokens
+    click.echo(
+        f"estimated from the original runs: {inp} input + {out} output tokens, ${plan.cost_usd:.4f}"
+    )
+
+
+@main.command()
+@click.argument("job_id", type=click.UUID)
+@click.option("--reason", default="cancelled by an operator", show_default=True)
+def cancel(job_id: uuid.UUID, reason: str) -> None:
+    """Stop a queued or running job; the row ends `cancelled` and the app is told."""
+    from vamu_tasks.app import app
+    from vamu_tasks.jobs import cancel_job
+    from vamu_tasks.task_runner import dispatch_notifications
+
+    store = _store(Settings())
+    try:
+        outcome = cancel_job(store, job_id, reason)
+        if outcome is None:
+            job = store.get_job(job_id)
+            state = "does not exist" if job is None else f"already {job.status}"
+            raise click.ClickException(f"Job {job_id} {state}; nothing to cancel.")
+        # The task id is the job id: workers drop the message if it has not started yet, and
+        # a running task stops at its next checkpoint.
+        app.control.revoke(str(job_id))
+        dispatch_notifications(app, outcome.notifications)
+        click.echo(f"cancelled {job_id}")
+    finally:
+        store.close()
 
 
 @main.group()

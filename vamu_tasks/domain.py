@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -138,6 +138,9 @@ class NewJob:
     source_ref: str | None = None
     rerun_of: uuid.UUID | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    notify: bool = True
+    rerun_reason: str | None = None
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,10 +167,26 @@ class JobRecord:
     started_at: datetime | None
     finished_at: datetime | None
     rerun_of: uuid.UUID | None
+    notify: bool = True
+    rerun_reason: str | None = None
+    requested_by: str | None = None
 
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs an operator means: every field given must match."""
+
+    ids: tuple[uuid.UUID, ...] = ()
+    status: JobStatus | None = None
+    feature: Feature | None = None
+    error_kind: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 100
 
 
 @dataclass(frozen=True)
@@ -179,6 +198,17 @@ class Notification:
     user_id: str
     job_id: uuid.UUID
     data: Mapping[str, Any]
+
+
+class Delivery(Protocol):
+    """A notification held by one deliverer: what is pending, and how to record progress."""
+
+    notification: Notification
+    pending: list[str]
+
+    def mark_delivered(self, transport: str) -> None: ...
+
+    def record_failure(self, error: str, retry_in_s: float) -> None: ...
 
 
 @dataclass(frozen=True)

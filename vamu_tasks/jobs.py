@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vamu_tasks.domain import FeatureResult, JobRecord, Notification, Spend, event_id_for
-from vamu_tasks.errors import PermanentError, TransientError
+from vamu_tasks.errors import JobCancelled, PermanentError, TransientError
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import JobStore
 
@@ -77,12 +77,8 @@ def run_job(store: JobStore, job_id: uuid.UUID, handler: Handler) -> JobOutcome:
         # A bug, not a condition: retrying would repeat it, so the job fails as internal.
         log.exception("job %s crashed in its use case", job.id)
         return fail_job(store, job, "internal", f"{type(exc).__name__}: {exc}"[:500], meter.spend)
-    done = store.succeed(
-        job.id,
-        output.result,
-        meter.spend,
-        [ready_notification(job, output.ready_event, output.ready_data)],
-    )
+    notes = [ready_notification(job, output.ready_event, output.ready_data)] if job.notify else []
+    done = store.succeed(job.id, output.result, meter.spend, notes)
     return _outcome(store, done)
 
 
@@ -93,15 +89,45 @@ FINISHED_EVENTS = {"agent": "agent-finished"}
 def fail_job(
     store: JobStore, job: JobRecord, error_kind: str, message: str, spend: Spend | None = None
 ) -> JobOutcome:
-    notes = [failed_notification(job, error_kind)]
-    if job.feature in FINISHED_EVENTS:
-        notes.append(
-            ready_notification(
-                job, FINISHED_EVENTS[job.feature], {"jobId": str(job.id), "status": "failed"}
-            )
-        )
+    notes = failure_notifications(job, error_kind, "failed")
     done = store.fail(job.id, error_kind, message, spend or Spend(), notes)
     return _outcome(store, done)
+
+
+def failure_notifications(job: JobRecord, error_kind: str, status: str) -> list[Notification]:
+    if not job.notify:
+        return []
+    notes = [failed_notification(job, error_kind)]
+    if job.feature in FINISHED_EVENTS:
+        finished = {"jobId": str(job.id), "status": status}
+        notes.append(ready_notification(job, FINISHED_EVENTS[job.feature], finished))
+    return notes
+
+
+def cancel_job(store: JobStore, job_id: uuid.UUID, reason: str) -> JobOutcome | None:
+    """End a queued or running job as cancelled and tell the app; None if it already ended.
+
+    A worker running it notices at its next checkpoint (`cancel_checkpoint`) and stops; its
+    late result can no longer be committed, since only open jobs can end.
+    """
+    job = store.get_job(job_id)
+    if job is None or job.is_terminal:
+        return None
+    done = store.cancel(job_id, reason, failure_notifications(job, "cancelled", "cancelled"))
+    if done.status != "cancelled":
+        return None
+    return _outcome(store, done)
+
+
+def cancel_checkpoint(store: JobStore, job_id: uuid.UUID) -> Callable[[], None]:
+    """A check a use case calls between LLM calls, tool steps and stream chunks."""
+
+    def check() -> None:
+        job = store.get_job(job_id)
+        if job is not None and job.status == "cancelled":
+            raise JobCancelled(f"Job {job_id} was cancelled while it ran.")
+
+    return check
 
 
 def _outcome(store: JobStore, job: JobRecord) -> JobOutcome:

@@ -10,6 +10,7 @@ from vamu_tasks.domain import (
     AgentStep,
     ChatChunk,
     ChatMessageRecord,
+    JobFilter,
     JobRecord,
     LLMRequest,
     LLMResult,
@@ -99,6 +100,16 @@ class JobStore(Protocol):
         notifications: Sequence[Notification],
     ) -> JobRecord:
         """Commit the failure and its notifications together, once; later calls change nothing."""
+        ...
+
+    def cancel(
+        self, job_id: uuid.UUID, reason: str, notifications: Sequence[Notification]
+    ) -> JobRecord:
+        """End a queued or running job as cancelled with its notifications; else no change."""
+        ...
+
+    def list_jobs(self, filters: JobFilter) -> list[JobRecord]:
+        """Jobs matching the filters, newest first."""
         ...
 
     def pending_notifications(self, job_id: uuid.UUID) -> list[uuid.UUID]:

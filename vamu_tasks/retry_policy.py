@@ -19,7 +19,8 @@ class RetryPolicy:
 
     def backoff(self, retries: int, rng: random.Random | None = None) -> float:
         """Exponential backoff with equal jitter (half fixed, half random), in seconds."""
-        ceiling = min(self.cap_s, self.base_s * 2**retries)
+        # The exponent is capped: a job may wait through thousands of retries (chat turns).
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(retries, 32))
         return (rng or random).uniform(ceiling / 2, ceiling)
 
     def countdown(

@@ -15,11 +15,24 @@ class CelerySender:
         self._app = app
 
     def send(
-        self, spec: FeatureSpec, job_id: uuid.UUID, headers: Mapping[str, str] | None = None
+        self,
+        spec: FeatureSpec,
+        job_id: uuid.UUID,
+        headers: Mapping[str, str] | None = None,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
     ) -> str:
+        ref: dict[str, str] = {"job_id": str(job_id)}
+        if provider:
+            ref["provider"] = provider
+        if model:
+            ref["model"] = model
         result = self._app.send_task(
             spec.task_name,
-            kwargs={"ref": {"job_id": str(job_id)}},
+            kwargs={"ref": ref},
+            # The Celery task id is the job id: `vamu-tasks cancel` revokes it by the job's id.
+            task_id=str(job_id),
             queue=spec.queue,
             headers=dict(headers or {}),
             # What Flower and the logs show: the job id and the feature, never user text.

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = DEFAULT_DATA_DIR
     broker_url: str | None = None
+    # Prefix for every key the Redis broker writes, to share one Redis DB between deployments.
+    broker_key_prefix: str | None = None
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Connections per process (and as many again on overflow); jobs hold one only briefly.
@@ -120,7 +122,13 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for output filters that must never echo one."""
-        secrets = [self.api_token, self.openai_api_key, self.anthropic_api_key, self.webhook_secret]
+        secrets = [
+            self.api_token,
+            self.openai_api_key,
+            self.anthropic_api_key,
+            self.webhook_secret,
+            self.flower_password,
+        ]
         return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
     @property

@@ -16,9 +16,15 @@ from vamu_tasks.ports import JobStore
 
 class TaskSender(Protocol):
     def send(
-        self, spec: FeatureSpec, job_id: uuid.UUID, headers: Mapping[str, str] | None = None
+        self,
+        spec: FeatureSpec,
+        job_id: uuid.UUID,
+        headers: Mapping[str, str] | None = None,
+        *,
+        provider: str | None = None,
+        model: str | None = None,
     ) -> str:
-        """Send the feature's task for this job; return the Celery task id."""
+        """Send the feature's task for this job (optionally on another provider or model)."""
         ...
 
 

@@ -22,7 +22,7 @@ from vamu_tasks.tracing import current_trace
 
 log = logging.getLogger(__name__)
 
-HandlerFactory = Callable[[Container, str | None], Handler]
+HandlerFactory = Callable[[Container, "JobRef"], Handler]
 
 
 class JobRef(BaseModel):
@@ -33,6 +33,7 @@ class JobRef(BaseModel):
 
     job_id: uuid.UUID
     provider: str | None = None
+    model: str | None = None  # an operator's override for a rerun
 
 
 class TaskOutcome(BaseModel):
@@ -50,11 +51,11 @@ def policy_for(container: Container) -> RetryPolicy:
 
 def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> TaskOutcome:
     container = get_container()
-    handler = make_handler(container, ref.provider)
+    handler = make_handler(container, ref)
     try:
         outcome = run_job(container.store, ref.job_id, handler)
     except AttemptFailed as failed:
-        outcome = _after_transient(task, container, ref.job_id, failed, ref.provider)
+        outcome = _after_transient(task, container, ref, failed)
     except StoreUnavailable as exc:
         # The database went away before the attempt could start or end: try again later.
         raise task.retry(countdown=policy_for(container).backoff(task.request.retries)) from exc
@@ -63,12 +64,9 @@ def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> 
 
 
 def _after_transient(
-    task: Task[Any, Any],
-    container: Container,
-    job_id: uuid.UUID,
-    failed: AttemptFailed,
-    provider: str | None,
+    task: Task[Any, Any], container: Container, ref: JobRef, failed: AttemptFailed
 ) -> JobOutcome:
+    job_id, provider = ref.job_id, ref.provider
     error = failed.error
     settings = container.settings
     decision = decide(
@@ -106,7 +104,10 @@ def _after_transient(
         container.store.requeue(job_id, error.error_kind, error.message, failed.spend)
     except StoreUnavailable:
         log.warning("job %s: database unavailable, retrying without recording why", job_id)
-    ref = JobRef(job_id=job_id, provider=decision.provider or provider)
+    switched = decision.provider is not None and decision.provider != provider
+    ref = JobRef(
+        job_id=job_id, provider=decision.provider or provider, model=None if switched else ref.model
+    )
     raise task.retry(
         kwargs={"ref": ref.model_dump(mode="json")}, countdown=decision.countdown
     ) from error

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 
@@ -11,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import Stack
+from tests.support.cli import vamu as run_cli
 from tests.support.llm_answers import ideas_responder
 from tests.support.services import temporary_database
 
@@ -24,10 +24,7 @@ def s(stack: Stack, fake_llm, fake_api) -> Stack:
 
 
 def vamu(s: Stack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [os.path.join(os.path.dirname(os.sys.executable), "vamu-tasks"), *args],
-        env={**os.environ, **s.env, **(env or {})}, capture_output=True, text=True, timeout=120,
-    )
+    return run_cli({**s.env, **(env or {})}, *args)
 
 
 def test_db_upgrade_creates_the_tables_on_an_empty_database(s: Stack):

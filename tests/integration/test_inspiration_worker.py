@@ -238,7 +238,8 @@ def test_a_webhook_receiver_that_is_down_gets_the_notification_when_it_recovers(
 
 def test_a_pickled_message_is_refused_and_its_job_never_runs(s: Stack):
     job, _ = s.store.create_job(NewJob("inspiration", "u-ada", {"userId": "u-ada"}, "api"))
-    with Connection(s.env["VAMU_BROKER_URL"]) as conn:
+    with Connection(s.env["VAMU_BROKER_URL"], transport_options={
+            "global_keyprefix": s.env["VAMU_BROKER_KEY_PREFIX"]}) as conn:
         producer = conn.Producer(serializer="pickle")
         producer.publish(
             {"ref": {"job_id": str(job.id)}}, routing_key="inspiration", exchange="inspiration",

@@ -75,7 +75,7 @@ class WorkerProcess:
         self.stop()
 
 
-def sender_app(broker_url: str) -> Celery:
+def sender_app(broker_url: str, key_prefix: str) -> Celery:
     """A bare Celery app that only sends (the test process has no celeryconfig of its own)."""
     app = Celery("vamu-test-sender", broker=broker_url, set_as_current=False)
     app.conf.update(
@@ -83,6 +83,7 @@ def sender_app(broker_url: str) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,
+        broker_transport_options={"global_keyprefix": key_prefix},
     )
     return app
 

@@ -7,6 +7,7 @@ call (or its cost) or a committed tool call.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,9 +118,13 @@ def run_agent(
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     max_output_tokens: int = 1024,
     max_tool_chars: int = 4000,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> FeatureResult:
     system = prompts.system_prompt(now().date().isoformat())
     run = _rebuild(request.goal, steps.steps(job.id))
+    if run.steps == 0:
+        # Fail an unknown user up front (user_not_found), not as a tool error mid-run.
+        tools.users.get_context(request.user_id)
     specs = tuple(tool.spec for tool in TOOLS.values())
 
     def commit(kind: Any, data: dict[str, Any], **usage: Any) -> None:
@@ -139,6 +144,7 @@ def run_agent(
     bound: Bound | None = None
     while run.answer is None:
         for call in list(run.pending):
+            checkpoint()
             outcome = run_tool(call, tools, max_chars=max_tool_chars)
             commit(
                 "tool",
@@ -159,6 +165,7 @@ def run_agent(
         bound = _bound_hit(run, bounds, job, now())
         if bound is not None:
             break
+        checkpoint()
         result = llm.complete_with_tools(
             ToolsRequest(system, tuple(run.items), specs, max_output_tokens)
         )
@@ -187,10 +194,16 @@ def run_agent(
         if not turn.tool_calls:
             run.answer = turn.text
     answer = run.answer if run.answer is not None else _partial(run, bound)
+    # Proposals carry model-written text to other people (messages, event descriptions).
+    proposals = [
+        p
+        for p in run.proposals
+        if guard_answer(json.dumps(p.arguments), system, secrets) != REDACTED
+    ]
     final = AgentResult(
         answer=guard_answer(answer, system, secrets),
         steps=run.steps,
-        proposals=run.proposals,
+        proposals=proposals,
         boundHit=bound,
     )
     return FeatureResult(

@@ -10,13 +10,13 @@ from vamu_tasks.agent.service import AgentBounds, parse_request, run_agent
 from vamu_tasks.agent.tools import ToolContext
 from vamu_tasks.bootstrap import Container
 from vamu_tasks.domain import FeatureResult, JobRecord
-from vamu_tasks.jobs import Handler
+from vamu_tasks.jobs import Handler, cancel_checkpoint
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.task_runner import JobRef, TaskOutcome, dispatch_notifications, execute
 
 
 def handler_for(task: Task[Any, Any]) -> Any:
-    def make_handler(container: Container, provider: str | None) -> Handler:
+    def make_handler(container: Container, ref: JobRef) -> Handler:
         settings = container.settings
 
         def handle(job: JobRecord, meter: SpendMeter) -> FeatureResult:
@@ -25,7 +25,7 @@ def handler_for(task: Task[Any, Any]) -> Any:
                 job,
                 request,
                 steps=container.agent_steps,
-                llm=container.llm(provider),
+                llm=container.llm(ref.provider, ref.model),
                 tools=ToolContext(request.user_id, container.events, container.context),
                 meter=meter,
                 # Each step's agent-step event goes out as soon as the step is committed.
@@ -36,6 +36,7 @@ def handler_for(task: Task[Any, Any]) -> Any:
                 secrets=settings.secret_values(),
                 max_output_tokens=settings.llm_max_output_tokens,
                 max_tool_chars=settings.agent_max_tool_result_chars,
+                checkpoint=cancel_checkpoint(container.store, job.id),
             )
 
         return handle

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -77,6 +77,7 @@ def reply_to_message(
     meter: SpendMeter,
     history_budget_tokens: int = 3000,
     max_output_tokens: int = 1024,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> FeatureResult:
     """Store the user's message once, stream the reply to the room, store the reply once."""
     existing = chats.reply_for(job.id)
@@ -94,7 +95,8 @@ def reply_to_message(
         llm_request = LLMRequest(
             prompts.system_prompt(user), tuple(messages), max_output_tokens=max_output_tokens
         )
-        final = _stream_reply(job, request, llm, llm_request, sink)
+        checkpoint()
+        final = _stream_reply(job, request, llm, llm_request, sink, checkpoint)
         meter.record(final)
         existing = chats.add_reply(job.id, request.conversation_id, final.text)
     return FeatureResult(
@@ -114,12 +116,15 @@ def _stream_reply(
     llm: LLMProvider,
     llm_request: LLMRequest,
     sink: ChunkSink,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> LLMResult:
     attempt = job.attempts
     if attempt > 1:
         sink.restart(job.id, request.user_id, request.conversation_id, attempt)
 
     def emit(seq: int, delta: str) -> None:
+        # Each coalesced chunk is a checkpoint: a cancelled reply stops within one chunk.
+        checkpoint()
         sink.chunk(ChatChunk(job.id, request.user_id, request.conversation_id, attempt, seq, delta))
 
     coalescer = ChunkCoalescer(emit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task, shared_task
@@ -10,7 +11,7 @@ from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.chatbot.service import parse_request, reply_to_message
 from vamu_tasks.domain import FeatureResult, JobRecord
 from vamu_tasks.errors import StoreUnavailable, VamuError
-from vamu_tasks.jobs import Handler
+from vamu_tasks.jobs import Handler, cancel_checkpoint
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.task_runner import JobRef, TaskOutcome, execute
 
@@ -18,7 +19,7 @@ from vamu_tasks.task_runner import JobRef, TaskOutcome, execute
 TURN_WAIT_S = 0.25
 
 
-def make_handler(container: Container, provider: str | None) -> Handler:
+def make_handler(container: Container, ref: JobRef) -> Handler:
     def handle(job: JobRecord, meter: SpendMeter) -> FeatureResult:
         settings = container.settings
         return reply_to_message(
@@ -26,11 +27,12 @@ def make_handler(container: Container, provider: str | None) -> Handler:
             parse_request(job.request),
             chats=container.chats,
             context=container.context,
-            llm=container.llm(provider),
+            llm=container.llm(ref.provider, ref.model),
             sink=container.chunk_sink,
             meter=meter,
             history_budget_tokens=settings.chat_history_budget_tokens,
             max_output_tokens=settings.chat_max_output_tokens,
+            checkpoint=cancel_checkpoint(container.store, job.id),
         )
 
     return handle
@@ -46,7 +48,10 @@ def _turn_blocked(container: Container, ref: JobRef) -> str | None:
     except VamuError:
         return None  # run_job will fail it with the field errors
     chats = container.chats
-    if chats.earlier_turn_open(job, request.conversation_id):
+    waited_s = (datetime.now(UTC) - job.created_at).total_seconds()
+    # An earlier turn that has not ended after a full lease is stuck (lost, or never sent):
+    # stop waiting for it, or the whole conversation would stall behind it.
+    if waited_s < _lease_s(container) and chats.earlier_turn_open(job, request.conversation_id):
         return request.conversation_id
     if not chats.claim_turn(request.conversation_id, job.user_id, job.id, _lease_s(container)):
         return request.conversation_id

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -32,6 +32,7 @@ def generate_ideas(
     llm: LLMProvider,
     meter: SpendMeter,
     max_output_tokens: int = 2048,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> InspirationResult:
     user = context.get_context(request.user_id)
     llm_request = LLMRequest(
@@ -49,4 +50,6 @@ def generate_ideas(
         # A model that gives more than asked is trimmed rather than sent back.
         return InspirationResult(ideas=result.ideas[: request.count])
 
-    return complete_structured(llm, llm_request, InspirationResult, meter, check=exactly_count)
+    return complete_structured(
+        llm, llm_request, InspirationResult, meter, check=exactly_count, checkpoint=checkpoint
+    )

@@ -9,19 +9,20 @@ from celery import Task, shared_task
 from vamu_tasks.bootstrap import Container
 from vamu_tasks.domain import FeatureResult, JobRecord
 from vamu_tasks.inspiration.service import READY_EVENT, generate_ideas, parse_request
-from vamu_tasks.jobs import Handler
+from vamu_tasks.jobs import Handler, cancel_checkpoint
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.task_runner import JobRef, TaskOutcome, execute
 
 
-def make_handler(container: Container, provider: str | None) -> Handler:
+def make_handler(container: Container, ref: JobRef) -> Handler:
     def handle(job: JobRecord, meter: SpendMeter) -> FeatureResult:
         result = generate_ideas(
             parse_request(job.request),
             context=container.context,
-            llm=container.llm(provider),
+            llm=container.llm(ref.provider, ref.model),
             meter=meter,
             max_output_tokens=container.settings.llm_max_output_tokens,
+            checkpoint=cancel_checkpoint(container.store, job.id),
         )
         return FeatureResult(result.model_dump(mode="json", exclude_none=True), READY_EVENT)
 

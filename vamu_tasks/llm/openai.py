@@ -173,7 +173,7 @@ def map_openai_error(exc: Exception) -> VamuError:
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         return ProviderUnavailable(f"Connection to OpenAI failed ({type(exc).__name__}).")
     if not isinstance(exc, openai.APIStatusError):
-        return ProviderUnavailable(f"OpenAI call failed ({type(exc).__name__}).")
+        return _map_stream_error(exc)
     code = _error_code(exc)
     status = exc.status_code
     detail = f"OpenAI {status} {code or ''}: {_error_message(exc)}".strip()
@@ -188,6 +188,21 @@ def map_openai_error(exc: Exception) -> VamuError:
     if status in (408, 409) or status >= 500:
         return ProviderUnavailable(detail, retry_after=retry_after_seconds(exc.response.headers))
     return ProviderRejected(detail)
+
+
+def _map_stream_error(exc: Exception) -> VamuError:
+    """An `error` event inside a 200 stream has no status: its code says what it was."""
+    code = getattr(exc, "code", None) or getattr(exc, "type", None)
+    detail = f"OpenAI stream error {code or ''}: {str(exc)[:300]}"
+    if code == "context_length_exceeded":
+        return ContextLengthExceeded(detail)
+    if code in {"content_filter", "content_policy_violation"}:
+        return ContentFiltered(detail)
+    if code == "insufficient_quota":
+        return QuotaExceeded(detail)
+    if code in {"rate_limit_exceeded", "rate_limit_error"}:
+        return RateLimited(detail)
+    return ProviderUnavailable(detail)
 
 
 def _error_code(exc: openai.APIStatusError) -> str | None:

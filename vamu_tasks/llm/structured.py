@@ -28,12 +28,14 @@ def complete_structured(
     meter: SpendMeter,
     *,
     check: Callable[[T], T] | None = None,
+    checkpoint: Callable[[], None] = lambda: None,
 ) -> T:
     """Return the model's answer as `model_type`; raise `SchemaInvalid` after one failed repair.
 
     `check` may tighten the schema (e.g. an exact count) by raising ValueError, and may
     normalise the value it returns.
     """
+    checkpoint()
     result = llm.complete(request)
     meter.record(result)
     problem = _parse_problem(result.text, model_type, check)
@@ -47,6 +49,7 @@ def complete_structured(
             Message("user", REPAIR_PROMPT.format(problem=problem)),
         ),
     )
+    checkpoint()
     result = llm.complete(repair)
     meter.record(result)
     second = _parse_problem(result.text, model_type, check)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from vamu_tasks.domain import Notification
+from vamu_tasks.domain import Delivery
 from vamu_tasks.errors import TransientError
 from vamu_tasks.ports import Transport
 
@@ -16,13 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class Outbox(Protocol):
-    def get_notification(self, event_id: uuid.UUID) -> tuple[Notification, list[str]] | None: ...
-
-    def mark_delivered(self, event_id: uuid.UUID, transport: str) -> None: ...
-
-    def record_delivery_failure(
-        self, event_id: uuid.UUID, error: str, retry_in_s: float
-    ) -> None: ...
+    def delivering(self, event_id: uuid.UUID) -> AbstractContextManager[Delivery | None]:
+        """The notification, held for this deliverer alone; None if there is nothing to do."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -43,27 +40,26 @@ def deliver(
     retry_in_s: float = 30.0,
 ) -> DeliveryReport:
     """Send to every pending transport; a transport that fails stays pending for a retry."""
-    found = outbox.get_notification(event_id)
-    if found is None:
-        log.warning("notification %s not in the outbox; nothing to send", event_id)
-        return DeliveryReport((), {})
-    notification, pending = found
-    delivered: list[str] = []
-    failed: dict[str, str] = {}
-    for name in pending:
-        transport = transports.get(name)
-        if transport is None:
-            failed[name] = f"transport {name!r} is not configured in this process"
-            continue
-        try:
-            transport.send(notification)
-        except TransientError as exc:
-            failed[name] = exc.message
-            continue
-        outbox.mark_delivered(event_id, name)
-        delivered.append(name)
-    if failed:
-        outbox.record_delivery_failure(
-            event_id, "; ".join(f"{k}: {v}" for k, v in failed.items()), retry_in_s
-        )
-    return DeliveryReport(delivered, failed)
+    with outbox.delivering(event_id) as delivery:
+        if delivery is None:
+            log.info(
+                "notification %s: delivered, unknown, or being sent by another worker", event_id
+            )
+            return DeliveryReport((), {})
+        delivered: list[str] = []
+        failed: dict[str, str] = {}
+        for name in list(delivery.pending):
+            transport = transports.get(name)
+            if transport is None:
+                failed[name] = f"transport {name!r} is not configured in this process"
+                continue
+            try:
+                transport.send(delivery.notification)
+            except TransientError as exc:
+                failed[name] = exc.message
+                continue
+            delivery.mark_delivered(name)
+            delivered.append(name)
+        if failed:
+            delivery.record_failure("; ".join(f"{k}: {v}" for k, v in failed.items()), retry_in_s)
+        return DeliveryReport(delivered, failed)

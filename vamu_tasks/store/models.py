@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -61,6 +63,9 @@ class AiJob(Base):
     rerun_of: Mapped[uuid.UUID | None] = mapped_column(
         Uuid, ForeignKey("ai_jobs.id"), nullable=True
     )
+    notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    rerun_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class NotificationOutbox(Base):

@@ -15,7 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from vamu_tasks.domain import (
     MAX_ERROR_MESSAGE,
     TERMINAL_STATUSES,
+    Delivery,
     Feature,
+    JobFilter,
     JobRecord,
     JobSource,
     JobStatus,
@@ -88,6 +90,9 @@ def to_record(row: AiJob) -> JobRecord:
         started_at=as_utc(row.started_at),
         finished_at=as_utc(row.finished_at),
         rerun_of=row.rerun_of,
+        notify=row.notify if row.notify is not None else True,
+        rerun_reason=row.rerun_reason,
+        requested_by=row.requested_by,
     )
 
 
@@ -117,6 +122,28 @@ def _add_spend(row: AiJob, spend: Spend) -> None:
     row.output_tokens = (row.output_tokens or 0) + spend.usage.output_tokens
     if spend.cost_usd is not None:
         row.cost_usd = (row.cost_usd or 0) + spend.cost_usd
+
+
+class _RowDelivery:
+    """One locked outbox row being delivered; changes commit when the delivery ends."""
+
+    def __init__(self, row: NotificationOutbox) -> None:
+        self._row = row
+        self.notification = Notification(
+            id=row.id, event=row.event, user_id=row.user_id, job_id=row.job_id, data=row.payload
+        )
+        self.pending = list(row.pending_transports)
+
+    def mark_delivered(self, transport: str) -> None:
+        self.pending = [t for t in self.pending if t != transport]
+        self._row.pending_transports = list(self.pending)
+        if not self.pending:
+            self._row.delivered_at = utcnow()
+
+    def record_failure(self, error: str, retry_in_s: float) -> None:
+        self._row.attempts += 1
+        self._row.last_error = error[:MAX_ERROR_MESSAGE]
+        self._row.next_attempt_at = utcnow() + timedelta(seconds=retry_in_s)
 
 
 class Database:
@@ -176,6 +203,9 @@ class SqlAlchemyJobStore:
             source_ref=job.source_ref,
             attempts=0,
             rerun_of=job.rerun_of,
+            notify=job.notify,
+            rerun_reason=job.rerun_reason,
+            requested_by=job.requested_by,
             created_at=utcnow(),
         )
         try:
@@ -265,6 +295,38 @@ class SqlAlchemyJobStore:
             notifications,
         )
 
+    def cancel(
+        self, job_id: uuid.UUID, reason: str, notifications: Sequence[Notification]
+    ) -> JobRecord:
+        return self._finish(
+            job_id,
+            {
+                "status": "cancelled",
+                "error_kind": "cancelled",
+                "error_message": reason[:MAX_ERROR_MESSAGE],
+            },
+            Spend(),
+            notifications,
+        )
+
+    def list_jobs(self, filters: JobFilter) -> list[JobRecord]:
+        query = select(AiJob)
+        if filters.ids:
+            query = query.where(AiJob.id.in_(filters.ids))
+        if filters.status:
+            query = query.where(AiJob.status == filters.status)
+        if filters.feature:
+            query = query.where(AiJob.feature == filters.feature)
+        if filters.error_kind:
+            query = query.where(AiJob.error_kind == filters.error_kind)
+        if filters.since:
+            query = query.where(AiJob.created_at >= filters.since)
+        if filters.until:
+            query = query.where(AiJob.created_at < filters.until)
+        query = query.order_by(AiJob.created_at.desc()).limit(filters.limit)
+        with self._session() as session:
+            return [to_record(row) for row in session.scalars(query)]
+
     def _finish(
         self,
         job_id: uuid.UUID,
@@ -312,6 +374,23 @@ class SqlAlchemyJobStore:
                 data=row.payload,
             )
             return note, list(row.pending_transports)
+
+    @contextmanager
+    def delivering(self, event_id: uuid.UUID) -> Iterator[Delivery | None]:
+        """Hold the notification while it is sent, so two deliverers never send it at once.
+
+        None when it does not exist, was delivered, or another deliverer holds it now.
+        """
+        with self._session() as session:
+            row = session.scalars(
+                select(NotificationOutbox)
+                .where(NotificationOutbox.id == event_id)
+                .with_for_update(skip_locked=True)
+            ).one_or_none()
+            if row is None or row.delivered_at is not None:
+                yield None
+                return
+            yield _RowDelivery(row)
 
     def mark_delivered(self, event_id: uuid.UUID, transport: str) -> None:
         with self._session() as session:

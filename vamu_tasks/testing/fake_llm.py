@@ -56,6 +56,8 @@ class Text:
     output_tokens: int = 0
     cached_tokens: int = 0
     chunk_size: int = 8
+    # Seconds between streamed frames, for a model that writes at a human pace.
+    chunk_delay: float = 0.0
 
     @classmethod
     def json(cls, obj: object, **kw: Any) -> Text:
@@ -1005,8 +1007,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in wire.headers().items():
             self.send_header(name, value)
         self.end_headers()
+        delay = behaviour.chunk_delay if isinstance(behaviour, Text) else 0.0
         for data in wire.encode(frames):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            if delay:
+                time.sleep(delay)
         if isinstance(behaviour, DropStream):
             self._drop()
         else:

@@ -6,6 +6,7 @@ import copy
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -16,6 +17,8 @@ from vamu_tasks.domain import (
     AssistantTurn,
     ChatChunk,
     ChatMessageRecord,
+    Delivery,
+    JobFilter,
     JobRecord,
     LLMRequest,
     LLMResult,
@@ -43,6 +46,21 @@ class _Outbox:
     last_error: str | None = None
 
 
+class _MemoryDelivery:
+    def __init__(self, store: InMemoryJobStore, row: _Outbox) -> None:
+        self._store = store
+        self._row = row
+        self.notification = row.notification
+        self.pending = list(row.pending)
+
+    def mark_delivered(self, transport: str) -> None:
+        self.pending = [t for t in self.pending if t != transport]
+        self._store.mark_delivered(self.notification.id, transport)
+
+    def record_failure(self, error: str, retry_in_s: float) -> None:
+        self._store.record_delivery_failure(self.notification.id, error, retry_in_s)
+
+
 def _spend_values(job: JobRecord, spend: Spend) -> dict[str, Any]:
     if spend.provider is None:
         return {}
@@ -66,6 +84,7 @@ class InMemoryJobStore:
         self._refs: dict[tuple[str, str], uuid.UUID] = {}
         self._transports = list(transports)
         self.outbox: dict[uuid.UUID, _Outbox] = {}
+        self._delivering: set[uuid.UUID] = set()
 
     @property
     def jobs(self) -> list[JobRecord]:
@@ -97,6 +116,9 @@ class InMemoryJobStore:
                 started_at=None,
                 finished_at=None,
                 rerun_of=job.rerun_of,
+                notify=job.notify,
+                rerun_reason=job.rerun_reason,
+                requested_by=job.requested_by,
             )
             self._jobs[job.id] = record
             if job.source_ref is not None:
@@ -167,6 +189,34 @@ class InMemoryJobStore:
             error_message=None,
         )
 
+    def cancel(
+        self, job_id: uuid.UUID, reason: str, notifications: Sequence[Notification]
+    ) -> JobRecord:
+        return self._finish(
+            job_id,
+            Spend(),
+            notifications,
+            status="cancelled",
+            error_kind="cancelled",
+            error_message=reason[:MAX_ERROR_MESSAGE],
+        )
+
+    def list_jobs(self, filters: JobFilter) -> list[JobRecord]:
+        def matches(job: JobRecord) -> bool:
+            return (
+                (not filters.ids or job.id in filters.ids)
+                and (filters.status is None or job.status == filters.status)
+                and (filters.feature is None or job.feature == filters.feature)
+                and (filters.error_kind is None or job.error_kind == filters.error_kind)
+                and (filters.since is None or job.created_at >= filters.since)
+                and (filters.until is None or job.created_at < filters.until)
+            )
+
+        found = sorted(
+            (j for j in self.jobs if matches(j)), key=lambda j: j.created_at, reverse=True
+        )
+        return found[: filters.limit]
+
     def fail(
         self,
         job_id: uuid.UUID,
@@ -218,6 +268,24 @@ class InMemoryJobStore:
         with self._lock:
             row = self.outbox.get(event_id)
             return (row.notification, list(row.pending)) if row else None
+
+    @contextmanager
+    def delivering(self, event_id: uuid.UUID) -> Iterator[Delivery | None]:
+        with self._lock:
+            row = self.outbox.get(event_id)
+            busy = event_id in self._delivering
+            if row is None or not row.pending or busy:
+                row = None
+            else:
+                self._delivering.add(event_id)
+        if row is None:
+            yield None
+            return
+        try:
+            yield _MemoryDelivery(self, row)
+        finally:
+            with self._lock:
+                self._delivering.discard(event_id)
 
     def mark_delivered(self, event_id: uuid.UUID, transport: str) -> None:
         with self._lock:

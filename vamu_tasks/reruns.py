@@ -1,0 +1,90 @@
+"""Operator reruns: a new job linked to the original by `rerun_of` (no Celery here)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from vamu_tasks.domain import JobRecord, NewJob
+from vamu_tasks.features import FEATURES
+from vamu_tasks.ports import JobStore
+from vamu_tasks.submit import TaskSender
+
+
+@dataclass(frozen=True)
+class RerunPlan:
+    """What a rerun would do: the jobs it reruns, and the ones it skips with why."""
+
+    rerun: list[JobRecord]
+    skipped: list[tuple[JobRecord, str]]
+
+    def counts(self) -> Counter[tuple[str, str]]:
+        """Jobs to rerun per (feature, error kind)."""
+        return Counter((job.feature, job.error_kind or "-") for job in self.rerun)
+
+    @property
+    def users(self) -> list[str]:
+        return sorted({job.user_id for job in self.rerun})
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """Input and output tokens the originals used: an estimate of what the reruns will."""
+        return (
+            sum(j.input_tokens or 0 for j in self.rerun),
+            sum(j.output_tokens or 0 for j in self.rerun),
+        )
+
+    @property
+    def cost_usd(self) -> Decimal:
+        return sum((j.cost_usd or Decimal(0) for j in self.rerun), Decimal(0))
+
+
+def plan_rerun(jobs: Sequence[JobRecord], *, force: bool = False) -> RerunPlan:
+    """Jobs still queued or running, or that succeeded, are skipped unless `force`."""
+    rerun: list[JobRecord] = []
+    skipped: list[tuple[JobRecord, str]] = []
+    for job in jobs:
+        if job.status in ("queued", "running") and not force:
+            skipped.append((job, f"still {job.status}"))
+        elif job.status == "succeeded" and not force:
+            skipped.append((job, "already succeeded"))
+        else:
+            rerun.append(job)
+    return RerunPlan(rerun, skipped)
+
+
+@dataclass(frozen=True)
+class RerunOptions:
+    reason: str
+    requested_by: str
+    notify: bool = True
+    provider: str | None = None
+    model: str | None = None
+
+
+@dataclass
+class RerunReport:
+    requeued: list[tuple[JobRecord, JobRecord]] = field(default_factory=list)
+    skipped: list[tuple[JobRecord, str]] = field(default_factory=list)
+
+
+def rerun_job(
+    store: JobStore, sender: TaskSender, original: JobRecord, options: RerunOptions
+) -> JobRecord:
+    """Create the rerun's row (the original stays as it was) and send its task."""
+    job, _ = store.create_job(
+        NewJob(
+            feature=original.feature,
+            user_id=original.user_id,
+            request=original.request,
+            source="cli",
+            rerun_of=original.id,
+            notify=options.notify,
+            rerun_reason=options.reason,
+            requested_by=options.requested_by,
+        )
+    )
+    sender.send(FEATURES[job.feature], job.id, provider=options.provider, model=options.model)
+    return job
