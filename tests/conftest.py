@@ -14,6 +14,7 @@ from tests.support.services import (
     REDIS_APP_DB,
     REDIS_BROKER_DB,
     flush_redis,
+    free_port,
     redis_url,
     temporary_database,
 )
@@ -152,6 +153,7 @@ def stack(
             "VAMU_AGENT_MAX_STEPS": "6",
             "VAMU_AGENT_MAX_TOKENS": "5000",
             "VAMU_AGENT_MAX_SECONDS": "5",
+            "VAMU_METRICS_PORT": str(free_port()),
         }
         app = sender_app(broker_url, broker_prefix)
         store = SqlAlchemyJobStore.from_url(pg_url, transports=["socketio", "webhook", "log"])

@@ -59,10 +59,29 @@ def _check_configuration(**_: Any) -> None:
     from vamu_tasks.settings import Settings
 
     try:
-        build_container(Settings()).close()
+        settings = Settings()
+        build_container(settings).close()
     except (VamuError, ValueError) as exc:
         # SystemExit passes through Celery's signal dispatch, which swallows plain exceptions.
         raise SystemExit(f"vamu-tasks: configuration error: {exc}") from exc
+    if settings.metrics_port:
+        _serve_metrics(settings)
+
+
+def _serve_metrics(settings: Any) -> None:
+    from vamu_tasks import metrics
+    from vamu_tasks.features import FEATURES, NOTIFY_QUEUE
+
+    collectors = []
+    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        queues = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
+        read = metrics.redis_queue_depths(
+            settings.effective_broker_url, queues, settings.broker_key_prefix or ""
+        )
+        collectors.append(
+            metrics.QueueDepthCollector("vamu_celery_queue_depth", "Tasks waiting", read)
+        )
+    metrics.serve(settings.metrics_port, settings.metrics_address, collectors)
 
 
 @worker_process_init.connect

@@ -20,6 +20,7 @@ from vamu_tasks.errors import InternalError
 from vamu_tasks.llm.anthropic import AnthropicProvider
 from vamu_tasks.llm.offline import OfflineProvider
 from vamu_tasks.llm.openai import OpenAIProvider
+from vamu_tasks.metrics import InstrumentedLLM
 from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
 from vamu_tasks.ports import (
@@ -74,7 +75,9 @@ class Container:
                     settings = settings.model_copy(update={"openai_model": model})
                 elif model and provider == "anthropic":
                     settings = settings.model_copy(update={"anthropic_model": model})
-                self.providers[key] = build_provider(settings, provider)  # type: ignore[arg-type]
+                self.providers[key] = InstrumentedLLM(
+                    build_provider(settings, provider)  # type: ignore[arg-type]
+                )
                 _add_closer(self._closers, self.providers[key])
             return self.providers[key]
 

@@ -97,7 +97,8 @@ class Settings(BaseSettings):
     flower_insecure_local: bool = False
 
     metrics_port: int | None = None  # each worker/bridge process serves /metrics on this port
-    metrics_dir: Path | None = None  # prometheus_client multiprocess directory
+    # Loopback by default; a deployment opens it to its private network on purpose.
+    metrics_address: str = "127.0.0.1"
 
     llm_concurrency: int = 100
     notify_concurrency: int = 20

@@ -13,6 +13,7 @@ from typing import Any
 from celery import Celery, Task
 from pydantic import BaseModel
 
+from vamu_tasks import metrics
 from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.errors import StoreUnavailable
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
@@ -60,6 +61,7 @@ def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> 
         # The database went away before the attempt could start or end: try again later.
         raise task.retry(countdown=policy_for(container).backoff(task.request.retries)) from exc
     send_notifications(task, outcome)
+    _count_outcome(container, outcome)
     return TaskOutcome(job_id=outcome.job_id, status=outcome.status, error_kind=outcome.error_kind)
 
 
@@ -78,6 +80,14 @@ def _after_transient(
         fallback=settings.llm_fallback,
         on_fallback=provider is not None and provider == settings.llm_fallback,
     )
+    feature = container.store.get_job(job_id)
+    feature_name = feature.feature if feature else "unknown"
+    if decision.action == "retry":
+        metrics.RETRIES.labels(feature_name, error.error_kind).inc()
+    elif decision.action == "fallback":
+        metrics.FALLBACKS.labels(
+            feature_name, provider or container.primary_provider, decision.provider or ""
+        ).inc()
     log.warning(
         "job %s attempt failed (%s: %s); %s",
         job_id,
@@ -111,6 +121,18 @@ def _after_transient(
     raise task.retry(
         kwargs={"ref": ref.model_dump(mode="json")}, countdown=decision.countdown
     ) from error
+
+
+def _count_outcome(container: Container, outcome: JobOutcome) -> None:
+    if outcome.status not in ("succeeded", "failed", "cancelled"):
+        return
+    job = container.store.get_job(outcome.job_id)
+    if job is None or job.finished_at is None:
+        return
+    metrics.JOBS_FINISHED.labels(job.feature, job.status, job.error_kind or "").inc()
+    metrics.JOB_SECONDS.labels(job.feature, job.status).observe(
+        (job.finished_at - job.created_at).total_seconds()
+    )
 
 
 def event_kwargs(event_id: uuid.UUID) -> dict[str, Any]:

@@ -11,7 +11,28 @@ from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, install_log_record_factory
 
 
+def serve_metrics(settings: Settings) -> None:
+    from vamu_tasks import metrics
+
+    queues = [settings.bullmq_queue, settings.bullmq_sync_queue]
+    prefix = settings.bullmq_prefix
+    read_waiting = metrics.redis_queue_depths(
+        settings.redis_url, [f"{q}:wait" for q in queues], f"{prefix}:"
+    )
+
+    def read() -> dict[str, int]:
+        return {name.removesuffix(":wait"): depth for name, depth in read_waiting().items()}
+
+    metrics.serve(
+        settings.metrics_port or 0,
+        settings.metrics_address,
+        [metrics.QueueDepthCollector("vamu_bullmq_waiting_jobs", "BullMQ jobs waiting", read)],
+    )
+
+
 async def serve(settings: Settings) -> None:
+    if settings.metrics_port:
+        serve_metrics(settings)
     bridge = Bridge(settings, build_deps(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import Stack
 from tests.support.bullmq import BridgeProcess, produce
 from tests.support.llm_answers import ideas_responder
+from tests.support.services import free_port, scrape
 from tests.support.socketio import SocketIOListener
 from tests.support.worker import wait_for_job
 
@@ -60,6 +61,7 @@ def bridge_env(stack: Stack) -> dict[str, str]:
         # Short locks so a killed bridge's jobs come back within seconds in the tests.
         "VAMU_BRIDGE_LOCK_DURATION_MS": "2000",
         "VAMU_BRIDGE_STALLED_INTERVAL_MS": "1000",
+        "VAMU_METRICS_PORT": str(free_port()),
     }
 
 
@@ -328,3 +330,22 @@ def test_sigterm_lets_the_bridge_finish_the_jobs_in_hand_before_it_exits(
     assert [o["state"] for o in outcomes] == ["completed"] * len(jobs)
     assert all(o["returnvalue"]["status"] == "succeeded" for o in outcomes)
     assert "bridge stopped" in bridge.log_text()
+
+
+def test_the_bridge_counts_accepted_and_refused_jobs_and_shows_waiting_jobs(b: Bridged,
+                                                                           bridge_env):
+    port = int(bridge_env["VAMU_METRICS_PORT"])
+    before = scrape(port)
+    b.produce([{"name": "inspiration.generate", "data": {"userId": "u-ada"}},
+               {"name": "nope.nothing", "data": {}}])
+
+    after = scrape(port)
+
+    def delta(outcome: str, reason: str) -> float:
+        key = ("vamu_bridge_jobs_total",
+               tuple(sorted({"queue": b.queue, "outcome": outcome, "reason": reason}.items())))
+        return after.get(key, 0) - before.get(key, 0)
+
+    assert delta("accepted", "") == 1
+    assert delta("refused", "unknown_job") == 1
+    assert after[("vamu_bullmq_waiting_jobs", (("queue", b.queue),))] == 0

@@ -19,6 +19,7 @@ from bullmq import UnrecoverableError, Worker
 from vamu_tasks.bridge.contract import Refused
 from vamu_tasks.bridge.quota import RedisHourlyQuota
 from vamu_tasks.bridge.service import Accepted, Quota, accept_job, trace_headers
+from vamu_tasks.metrics import BRIDGE_JOBS
 from vamu_tasks.ports import JobStore
 from vamu_tasks.settings import Settings
 from vamu_tasks.submit import TaskSender
@@ -146,8 +147,10 @@ class Bridge:
                     ),
                 )
             except Refused as refused:
+                BRIDGE_JOBS.labels(queue, "refused", refused.refusal).inc()
                 log.warning("refused bullmq job %s/%s: %s", queue, job.id, refused.failed_reason)
                 raise UnrecoverableError(refused.failed_reason) from refused
+            BRIDGE_JOBS.labels(queue, "accepted" if accepted.created else "matched", "").inc()
             log.info(
                 "bullmq job %s/%s %s as job %s (celery %s) %s",
                 queue,

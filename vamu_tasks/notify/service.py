@@ -11,6 +11,7 @@ from typing import Protocol
 
 from vamu_tasks.domain import Delivery
 from vamu_tasks.errors import TransientError
+from vamu_tasks.metrics import NOTIFICATIONS
 from vamu_tasks.ports import Transport
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ def deliver(
                 transport.send(delivery.notification)
             except TransientError as exc:
                 failed[name] = exc.message
+                NOTIFICATIONS.labels(name, "failed").inc()
                 continue
+            NOTIFICATIONS.labels(name, "delivered").inc()
             delivery.mark_delivered(name)
             delivered.append(name)
         if failed:

@@ -1,0 +1,61 @@
+"""Prometheus metrics read from a real worker's /metrics after real jobs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Stack
+from tests.support.llm_answers import ideas_responder
+from tests.support.services import scrape
+from tests.support.worker import wait_for_job
+from vamu_tasks.testing.fake_llm import Error
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def s(stack: Stack, fake_llm, fake_api) -> Stack:
+    fake_llm.set_responder(ideas_responder)
+    return stack
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_worker_metrics_count_outcomes_tokens_cost_latency_429s_retries_and_fallbacks(s: Stack):
+    port = int(s.env["VAMU_METRICS_PORT"])
+    before = scrape(port)
+    ok = s.submit({"userId": "u-ada", "count": 1})
+    s.llm.push(Error(429, retry_after=0.2))
+    limited = s.submit({"userId": "u-bruno", "count": 1})
+    for job_id in (ok, limited):
+        wait_for_job(s.store, job_id)
+    s.llm.push(Error(500), Error(500), Error(500))
+    fell_back = wait_for_job(s.store, s.submit({"userId": "u-chioma", "count": 1}))
+    missing = wait_for_job(s.store, s.submit({"userId": "u-ghost", "count": 1}))
+    for job_id in (ok, limited, fell_back.id, missing.id):
+        s.webhook.wait_for(lambda d, job_id=job_id: d["data"].get("jobId") == str(job_id))
+
+    after = scrape(port)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert fell_back.provider == "anthropic" and missing.error_kind == "user_not_found"
+    assert grew("vamu_jobs_finished_total", feature="inspiration", status="succeeded",
+                error_kind="") == 3
+    assert grew("vamu_jobs_finished_total", feature="inspiration", status="failed",
+                error_kind="user_not_found") == 1
+    assert grew("vamu_llm_errors_total", provider="openai", error_kind="rate_limited") == 1
+    assert grew("vamu_llm_errors_total", provider="openai", error_kind="provider_error") == 3
+    assert grew("vamu_job_retries_total", feature="inspiration", error_kind="rate_limited") == 1
+    assert grew("vamu_llm_fallbacks_total", feature="inspiration", from_provider="openai",
+                to_provider="anthropic") == 1
+    assert grew("vamu_llm_tokens_total", provider="openai", model="gpt-5-mini",
+                kind="input") == 2 * 400
+    assert grew("vamu_llm_cost_usd_total", provider="openai", model="gpt-5-mini") > 0
+    assert grew("vamu_llm_request_seconds_count", provider="openai", model="gpt-5-mini",
+                call="complete") == 2
+    assert grew("vamu_notifications_total", transport="webhook", outcome="delivered") >= 4
+    assert ("vamu_celery_queue_depth", (("queue", "inspiration"),)) in after
