@@ -155,7 +155,7 @@ def stack(
             "VAMU_AGENT_MAX_SECONDS": "5",
             "VAMU_METRICS_PORT": str(free_port()),
         }
-        app = sender_app(broker_url, broker_prefix)
+        app = sender_app(env)
         store = SqlAlchemyJobStore.from_url(pg_url, transports=["socketio", "webhook", "log"])
         worker = WorkerProcess(env, queues="inspiration,chatbot,agent,notify",
                                log_path=data_dir / "worker.log")

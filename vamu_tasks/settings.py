@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     # Prefix for every key the Redis broker writes, to share one Redis DB between deployments.
     broker_key_prefix: str | None = None
+    broker_quorum_queues: bool = True  # on RabbitMQ
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Connections per process (and as many again on overflow); jobs hold one only briefly.

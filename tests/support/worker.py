@@ -13,7 +13,9 @@ from typing import Self
 
 from celery import Celery
 
+from vamu_tasks.celery_config import celery_config
 from vamu_tasks.domain import JobRecord
+from vamu_tasks.settings import Settings
 from vamu_tasks.store.repository import SqlAlchemyJobStore
 
 
@@ -75,16 +77,19 @@ class WorkerProcess:
         self.stop()
 
 
-def sender_app(broker_url: str, key_prefix: str) -> Celery:
-    """A bare Celery app that only sends (the test process has no celeryconfig of its own)."""
-    app = Celery("vamu-test-sender", broker=broker_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        accept_content=["json"],
-        broker_connection_retry_on_startup=True,
-        task_ignore_result=True,
-        broker_transport_options={"global_keyprefix": key_prefix},
+def sender_app(env: dict[str, str]) -> Celery:
+    """A Celery app that sends exactly as vamu-tasks would with `env` (queues, broker options).
+
+    The test process has no celeryconfig of its own: it builds the same config from settings.
+    """
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        broker_url=env["VAMU_BROKER_URL"],
+        broker_key_prefix=env.get("VAMU_BROKER_KEY_PREFIX"),
+        data_dir=env.get("VAMU_DATA_DIR", ".vamu"),
     )
+    app = Celery("vamu-test-sender", set_as_current=False)
+    app.conf.update(celery_config(settings))
     return app
 
 

@@ -1,0 +1,101 @@
+"""Celery settings derived from `Settings`; `celeryconfig.py` applies them to the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, SWEEP_TASK
+from vamu_tasks.settings import Settings
+from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
+
+
+def broker_kind(settings: Settings) -> str:
+    url = settings.effective_broker_url
+    if url.startswith(("amqp://", "amqps://", "pyamqp://")):
+        return "amqp"
+    if url.startswith(("redis://", "rediss://")):
+        return "redis"
+    return "filesystem" if settings.is_embedded_broker else "other"
+
+
+def queues(settings: Settings) -> list[Queue]:
+    names = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
+    if broker_kind(settings) == "amqp" and settings.broker_quorum_queues:
+        # Quorum queues replicate across RabbitMQ nodes and survive a node loss.
+        return [Queue(name, queue_arguments={"x-queue-type": "quorum"}) for name in names]
+    return [Queue(name) for name in names]
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    kind = broker_kind(settings)
+    if kind == "filesystem":
+        folder = settings.broker_dir
+        for sub in (folder, folder / "processed", folder / "control"):
+            sub.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "processed_folder": str(folder / "processed"),
+            # Remote control (inspect ping) files: under the data dir, not the working dir.
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            "polling_interval": 0.05,
+        }
+    if kind == "amqp":
+        return {"confirm_publish": True}
+    options: dict[str, Any] = {
+        # Far above task_time_limit plus the longest retry countdown, so a running or waiting
+        # task is never handed to a second worker while the first still holds it.
+        "visibility_timeout": 3600,
+        "max_connections": max(100, settings.llm_concurrency * 2),
+    }
+    if settings.broker_key_prefix:
+        options["global_keyprefix"] = settings.broker_key_prefix
+    return options
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.effective_broker_url,
+        "broker_connection_retry_on_startup": True,
+        "broker_pool_limit": max(10, settings.llm_concurrency),
+        "broker_transport_options": transport_options(settings),
+        "redis_max_connections": max(100, settings.llm_concurrency * 2),
+        # JSON only: a pickled message is refused before it is deserialised.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # The job row is the source of truth; Celery results would only duplicate it.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_time_limit": settings.task_time_limit_s,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_queues": queues(settings),
+        "task_routes": {spec.task_name: {"queue": spec.queue} for spec in FEATURES.values()}
+        | {"vamu.notify.*": {"queue": NOTIFY_QUEUE}},
+        "task_default_queue": NOTIFY_QUEUE,
+        "task_create_missing_queues": False,
+        "worker_log_format": LOG_FORMAT,
+        "worker_task_log_format": TASK_LOG_FORMAT,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "beat_schedule": {
+            "sweep-notification-outbox": {
+                "task": SWEEP_TASK,
+                "schedule": settings.outbox_sweep_interval_s,
+                "options": {"queue": NOTIFY_QUEUE, "expires": settings.outbox_sweep_interval_s},
+            }
+        },
+    }
+    if broker_kind(settings) == "amqp" and settings.broker_quorum_queues:
+        # Quorum queues have no global QoS: Celery must know, and delays use native delivery.
+        config["worker_detect_quorum_queues"] = True
+    return config
