@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, SWEEP_TASK
 from vamu_tasks.settings import Settings
@@ -21,11 +21,16 @@ def broker_kind(settings: Settings) -> str:
 
 
 def queues(settings: Settings) -> list[Queue]:
+    """One direct exchange and queue per feature, plus `notify`, all named alike."""
     names = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
+    arguments: dict[str, Any] = {}
     if broker_kind(settings) == "amqp" and settings.broker_quorum_queues:
         # Quorum queues replicate across RabbitMQ nodes and survive a node loss.
-        return [Queue(name, queue_arguments={"x-queue-type": "quorum"}) for name in names]
-    return [Queue(name) for name in names]
+        arguments = {"x-queue-type": "quorum"}
+    return [
+        Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments=arguments)
+        for name in names
+    ]
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
