@@ -17,6 +17,7 @@ import redis
 from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.context.static import StaticEventsClient, StaticUserContextClient
 from vamu_tasks.errors import InternalError
+from vamu_tasks.leases import LeaseKeeper
 from vamu_tasks.llm.anthropic import AnthropicProvider
 from vamu_tasks.llm.offline import OfflineProvider
 from vamu_tasks.llm.openai import OpenAIProvider
@@ -61,6 +62,7 @@ class Container:
     chunk_sink: ChunkSink
     primary_provider: ProviderName
     redis: redis.Redis | None = None
+    leases: LeaseKeeper | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -176,6 +178,10 @@ def build_container(settings: Settings) -> Container:
             )
             transports[name] = webhook
             closers.append(webhook.close)
+    leases = LeaseKeeper(
+        store, lease_s=settings.job_lease_s, renew_every_s=settings.job_lease_s / 3
+    )
+    closers.append(leases.close)
     chunk_sink: ChunkSink = LogChunkSink()
     if redis_client is not None:
         chunk_sink = RedisChunkSink(redis_client, key=settings.socketio_key)
@@ -191,6 +197,7 @@ def build_container(settings: Settings) -> Container:
         chunk_sink,
         primary,
         redis_client,
+        leases,
         closers,
     )
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, SWEEP_TASK
+from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
 from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
 
@@ -51,9 +51,11 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     if kind == "amqp":
         return {"confirm_publish": True}
     options: dict[str, Any] = {
-        # Far above task_time_limit plus the longest retry countdown, so a running or waiting
-        # task is never handed to a second worker while the first still holds it.
-        "visibility_timeout": 3600,
+        # Short on purpose: a dead worker's messages come back within seconds. A copy of a
+        # task that still runs elsewhere finds the job's lease held and does nothing.
+        "visibility_timeout": settings.broker_visibility_timeout_s,
+        "unacked_restore_interval": 2,
+        "unacked_restore_throttle": 1,
         "max_connections": max(100, settings.llm_concurrency * 2),
     }
     if settings.broker_key_prefix:
@@ -85,7 +87,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_queues": queues(settings),
         "task_routes": {spec.task_name: {"queue": spec.queue} for spec in FEATURES.values()}
-        | {"vamu.notify.*": {"queue": NOTIFY_QUEUE}},
+        | {"vamu.notify.*": {"queue": NOTIFY_QUEUE}, REAP_TASK: {"queue": NOTIFY_QUEUE}},
         "task_default_queue": NOTIFY_QUEUE,
         "task_create_missing_queues": False,
         "worker_log_format": LOG_FORMAT,
@@ -97,7 +99,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": SWEEP_TASK,
                 "schedule": settings.outbox_sweep_interval_s,
                 "options": {"queue": NOTIFY_QUEUE, "expires": settings.outbox_sweep_interval_s},
-            }
+            },
+            "reap-orphaned-jobs": {
+                "task": REAP_TASK,
+                "schedule": settings.reaper_interval_s,
+                "options": {"queue": NOTIFY_QUEUE, "expires": settings.reaper_interval_s},
+            },
         },
     }
     if broker_kind(settings) == "amqp" and settings.broker_quorum_queues:

@@ -154,3 +154,11 @@ class ProviderTimeout(TransientError):
 class StoreUnavailable(TransientError):
     error_kind = "internal"
     default_message = "The database is unreachable; the job will be retried."
+
+
+class LeaseHeld(Exception):
+    """Another live worker runs this job now: this delivery is a duplicate and does nothing.
+
+    Not a `VamuError`: it ends no job. The running worker keeps its lease fresh; if it dies,
+    the reaper hands the job out again once the lease runs out.
+    """

@@ -40,3 +40,4 @@ BY_JOB_NAME: dict[str, FeatureSpec] = {spec.job_name: spec for spec in FEATURES.
 NOTIFY_QUEUE = "notify"
 DELIVER_TASK = "vamu.notify.deliver"
 SWEEP_TASK = "vamu.notify.sweep_outbox"
+REAP_TASK = "vamu.jobs.reap"

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 from vamu_tasks.domain import FeatureResult, JobRecord, Notification, Spend, event_id_for
 from vamu_tasks.errors import JobCancelled, PermanentError, TransientError
+from vamu_tasks.leases import LeaseKeeper
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import JobStore
 
@@ -56,19 +58,26 @@ def failed_notification(job: JobRecord, error_kind: str) -> Notification:
     return Notification(event_id_for(job.id, FAILED_EVENT), FAILED_EVENT, job.user_id, job.id, data)
 
 
-def run_job(store: JobStore, job_id: uuid.UUID, handler: Handler) -> JobOutcome:
+def run_job(
+    store: JobStore, job_id: uuid.UUID, handler: Handler, leases: LeaseKeeper | None = None
+) -> JobOutcome:
     """Run one attempt of a job; idempotent for jobs that already ended.
 
     Permanent errors end the job as failed. Transient ones leave it running and are raised as
-    `AttemptFailed` for the caller to retry.
+    `AttemptFailed` for the caller to retry. With `leases`, the job is held under this
+    process's lease while it runs, and `LeaseHeld` is raised if another live worker has it.
     """
-    job = store.start_attempt(job_id)
+    if leases is None:
+        job = store.start_attempt(job_id)
+    else:
+        job = store.start_attempt(job_id, leases.owner, leases.lease_s)
     if job.is_terminal:
         log.info("job %s already %s; nothing to do", job.id, job.status)
         return _outcome(store, job)
     meter = SpendMeter()
     try:
-        output = handler(job, meter)
+        with leases.hold(job.id) if leases else nullcontext():
+            output = handler(job, meter)
     except TransientError as exc:
         raise AttemptFailed(exc, meter.spend, job.attempts) from exc
     except PermanentError as exc:

@@ -71,12 +71,29 @@ class JobStore(Protocol):
         """The job created from this source and reference, if any."""
         ...
 
-    def start_attempt(self, job_id: uuid.UUID) -> JobRecord:
-        """Mark a non-terminal job running and count the attempt; return terminal jobs unchanged."""
+    def start_attempt(
+        self, job_id: uuid.UUID, owner: str | None = None, lease_s: float = 0.0
+    ) -> JobRecord:
+        """Mark a non-terminal job running and count the attempt; return terminal jobs unchanged.
+
+        With an `owner`, take the job's lease for `lease_s`, or raise `LeaseHeld` when another
+        owner's lease is still live.
+        """
+        ...
+
+    def renew_leases(self, owner: str, job_ids: Sequence[uuid.UUID], lease_s: float) -> None: ...
+
+    def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
+        """(job id, feature) of running jobs whose lease ran out and of overdue retries."""
         ...
 
     def requeue(
-        self, job_id: uuid.UUID, error_kind: str, error_message: str, spend: Spend | None = None
+        self,
+        job_id: uuid.UUID,
+        error_kind: str,
+        error_message: str,
+        spend: Spend | None = None,
+        retry_in_s: float | None = None,
     ) -> None:
         """Put a running job back to queued, noting why, and adding what the attempt spent."""
         ...

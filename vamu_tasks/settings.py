@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # Prefix for every key the Redis broker writes, to share one Redis DB between deployments.
     broker_key_prefix: str | None = None
     broker_quorum_queues: bool = True  # on RabbitMQ
+    # Redis broker: a message a dead worker held goes back to its queue after this long. Short,
+    # because the job lease (not this timeout) keeps a long-running job from running twice.
+    broker_visibility_timeout_s: int = 10
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Connections per process (and as many again on overflow); jobs hold one only briefly.
@@ -79,6 +82,9 @@ class Settings(BaseSettings):
     retry_backoff_base_s: float = 2.0
     retry_backoff_max_s: float = 120.0
     task_soft_time_limit_s: int = 240
+    # A running job's lease, renewed every third of it; the reaper re-sends orphans after it.
+    job_lease_s: float = 10.0
+    reaper_interval_s: float = 2.0
     task_time_limit_s: int = 300
 
     notify: Annotated[list[TransportName], NoDecode] = Field(default_factory=_log_only)

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from vamu_tasks import metrics
 from vamu_tasks.bootstrap import Container, get_container
-from vamu_tasks.errors import StoreUnavailable
+from vamu_tasks.errors import LeaseHeld, StoreUnavailable
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
 from vamu_tasks.jobs import AttemptFailed, Handler, JobOutcome, fail_job, run_job
 from vamu_tasks.retry_policy import RetryPolicy, decide
@@ -54,7 +54,11 @@ def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> 
     container = get_container()
     handler = make_handler(container, ref)
     try:
-        outcome = run_job(container.store, ref.job_id, handler)
+        outcome = run_job(container.store, ref.job_id, handler, container.leases)
+    except LeaseHeld as held:
+        # A duplicate delivery (redelivered or re-sent) while a live worker runs the job.
+        log.info("%s; this delivery ends here", held)
+        return TaskOutcome(job_id=ref.job_id, status="running")
     except AttemptFailed as failed:
         outcome = _after_transient(task, container, ref, failed)
     except StoreUnavailable as exc:
@@ -111,7 +115,9 @@ def _after_transient(
             decision_countdown = settings.retry_backoff_max_s
             raise task.retry(countdown=decision_countdown) from error
     try:
-        container.store.requeue(job_id, error.error_kind, error.message, failed.spend)
+        container.store.requeue(
+            job_id, error.error_kind, error.message, failed.spend, retry_in_s=decision.countdown
+        )
     except StoreUnavailable:
         log.warning("job %s: database unavailable, retrying without recording why", job_id)
     switched = decision.provider is not None and decision.provider != provider

@@ -267,7 +267,8 @@ def test_junk_payloads_are_refused_with_a_reason_and_the_bridge_keeps_running(b:
 def own_bridge_env(bridge_env) -> dict[str, str]:
     """Queues no other bridge consumes, for tests that kill or stop their bridge."""
     suffix = uuid.uuid4().hex[:8]
-    return {**bridge_env, "VAMU_BULLMQ_QUEUE": f"vamu-ai-own-{suffix}",
+    return {**bridge_env, "VAMU_METRICS_PORT": str(free_port()),
+            "VAMU_BULLMQ_QUEUE": f"vamu-ai-own-{suffix}",
             "VAMU_BULLMQ_SYNC_QUEUE": f"vamu-ai-sync-own-{suffix}",
             "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": "0"}
 

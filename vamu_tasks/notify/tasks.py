@@ -11,7 +11,7 @@ from celery.exceptions import MaxRetriesExceededError
 from pydantic import BaseModel
 
 from vamu_tasks.bootstrap import get_container
-from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE, SWEEP_TASK
+from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
 from vamu_tasks.notify.service import deliver as deliver_notification
 from vamu_tasks.retry_policy import RetryPolicy
 from vamu_tasks.task_runner import event_kwargs
@@ -60,3 +60,19 @@ def sweep_outbox(self: Task[Any, Any]) -> int:
     if ids:
         log.info("outbox sweep re-sent %d notification(s)", len(ids))
     return len(ids)
+
+
+@shared_task(bind=True, name=REAP_TASK)
+def reap_jobs(self: Task[Any, Any]) -> int:
+    """Hand out again the jobs whose worker died (lease ran out) and overdue retries."""
+    from vamu_tasks.features import FEATURES
+    from vamu_tasks.sender import CelerySender
+
+    container = get_container()
+    found = container.store.reap(grace_s=container.settings.job_lease_s)
+    sender = CelerySender(self.app)
+    for job_id, feature in found:
+        sender.send(FEATURES[feature], job_id)  # type: ignore[index]
+    if found:
+        log.warning("reaper re-sent %d orphaned or overdue job(s)", len(found))
+    return len(found)

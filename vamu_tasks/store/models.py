@@ -66,6 +66,10 @@ class AiJob(Base):
     notify: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     rerun_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     requested_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Who runs the job now, until when (renewed while it runs); when a requeued job is due.
+    lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class NotificationOutbox(Base):

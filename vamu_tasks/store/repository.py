@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +25,7 @@ from vamu_tasks.domain import (
     Notification,
     Spend,
 )
-from vamu_tasks.errors import StoreUnavailable
+from vamu_tasks.errors import LeaseHeld, StoreUnavailable
 from vamu_tasks.store.models import AiJob, NotificationOutbox
 
 OPEN_STATUSES = ("queued", "running")
@@ -233,25 +233,83 @@ class SqlAlchemyJobStore:
             ).one_or_none()
             return to_record(row) if row else None
 
-    def start_attempt(self, job_id: uuid.UUID) -> JobRecord:
+    def start_attempt(
+        self, job_id: uuid.UUID, owner: str | None = None, lease_s: float = 0.0
+    ) -> JobRecord:
         with self._session() as session:
             row = session.get(AiJob, job_id, with_for_update=True)
             if row is None:
                 raise LookupError(f"No ai_jobs row {job_id}")
-            if row.status not in TERMINAL_STATUSES:
-                row.status = "running"
-                row.attempts += 1
-                row.started_at = row.started_at or utcnow()
+            if row.status in TERMINAL_STATUSES:
+                return to_record(row)
+            now = utcnow()
+            until = as_utc(row.lease_until)
+            if owner and row.lease_owner not in (None, owner) and until and until > now:
+                raise LeaseHeld(f"job {job_id} is running on {row.lease_owner}")
+            row.status = "running"
+            row.attempts += 1
+            row.started_at = row.started_at or now
+            row.retry_at = None
+            if owner:
+                row.lease_owner = owner
+                row.lease_until = now + timedelta(seconds=lease_s)
             return to_record(row)
 
+    def renew_leases(self, owner: str, job_ids: Sequence[uuid.UUID], lease_s: float) -> None:
+        """Keep this process's running jobs from being taken for orphans."""
+        if not job_ids:
+            return
+        with self._session() as session:
+            session.execute(
+                update(AiJob)
+                .where(AiJob.id.in_(job_ids), AiJob.lease_owner == owner, AiJob.status == "running")
+                .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+            )
+
+    def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
+        """Jobs whose runner died (lease ran out) or whose retry is overdue; claimed for
+        `grace_s` so the next sweep does not hand them out twice."""
+        now = utcnow()
+        claim = now + timedelta(seconds=grace_s)
+        found: list[tuple[uuid.UUID, str]] = []
+        with self._session() as session:
+            orphans = session.scalars(
+                select(AiJob)
+                .where(AiJob.status == "running", AiJob.lease_until < now)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in orphans:
+                row.lease_until = claim
+                found.append((row.id, row.feature))
+            overdue = session.scalars(
+                select(AiJob)
+                .where(AiJob.status == "queued", AiJob.retry_at < now - timedelta(seconds=grace_s))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in overdue:
+                row.retry_at = claim
+                found.append((row.id, row.feature))
+        return found
+
     def requeue(
-        self, job_id: uuid.UUID, error_kind: str, error_message: str, spend: Spend | None = None
+        self,
+        job_id: uuid.UUID,
+        error_kind: str,
+        error_message: str,
+        spend: Spend | None = None,
+        retry_in_s: float | None = None,
     ) -> None:
         with self._session() as session:
             row = session.get(AiJob, job_id, with_for_update=True)
             if row is None or row.status not in OPEN_STATUSES:
                 return
             row.status = "queued"
+            row.lease_owner = None
+            row.lease_until = None
+            if retry_in_s is not None:
+                row.retry_at = utcnow() + timedelta(seconds=retry_in_s)
             row.error_kind = error_kind
             row.error_message = error_message[:MAX_ERROR_MESSAGE]
             if spend is not None:
@@ -342,6 +400,9 @@ class SqlAlchemyJobStore:
                 return to_record(row)
             for key, value in values.items():
                 setattr(row, key, value)
+            row.lease_owner = None
+            row.lease_until = None
+            row.retry_at = None
             _add_spend(row, spend)
             row.finished_at = utcnow()
             if self._transports:

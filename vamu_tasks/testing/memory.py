@@ -31,7 +31,7 @@ from vamu_tasks.domain import (
     ToolTurnResult,
     Usage,
 )
-from vamu_tasks.errors import InvalidJob, VamuError
+from vamu_tasks.errors import InvalidJob, LeaseHeld, VamuError
 
 
 def _now() -> datetime:
@@ -85,6 +85,8 @@ class InMemoryJobStore:
         self._transports = list(transports)
         self.outbox: dict[uuid.UUID, _Outbox] = {}
         self._delivering: set[uuid.UUID] = set()
+        self._leases: dict[uuid.UUID, tuple[str, datetime]] = {}
+        self._retry_at: dict[uuid.UUID, datetime] = {}
 
     @property
     def jobs(self) -> list[JobRecord]:
@@ -140,19 +142,51 @@ class InMemoryJobStore:
         except KeyError:
             raise LookupError(f"No ai_jobs row {job_id}") from None
 
-    def start_attempt(self, job_id: uuid.UUID) -> JobRecord:
+    def start_attempt(
+        self, job_id: uuid.UUID, owner: str | None = None, lease_s: float = 0.0
+    ) -> JobRecord:
         with self._lock:
             job = self._get(job_id)
             if job.status in TERMINAL_STATUSES:
                 return job
+            now = _now()
+            held = self._leases.get(job_id)
+            if owner and held and held[0] != owner and held[1] > now:
+                raise LeaseHeld(f"job {job_id} is running on {held[0]}")
+            if owner:
+                self._leases[job_id] = (owner, now + timedelta(seconds=lease_s))
+            self._retry_at.pop(job_id, None)
             job = replace(
                 job,
                 status="running",
                 attempts=job.attempts + 1,
-                started_at=job.started_at or _now(),
+                started_at=job.started_at or now,
             )
             self._jobs[job_id] = job
             return job
+
+    def renew_leases(self, owner: str, job_ids: Sequence[uuid.UUID], lease_s: float) -> None:
+        with self._lock:
+            for job_id in job_ids:
+                held = self._leases.get(job_id)
+                if held and held[0] == owner:
+                    self._leases[job_id] = (owner, _now() + timedelta(seconds=lease_s))
+
+    def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
+        with self._lock:
+            now = _now()
+            found: list[tuple[uuid.UUID, str]] = []
+            for job_id, (owner, until) in list(self._leases.items()):
+                job = self._jobs[job_id]
+                if job.status == "running" and until < now:
+                    self._leases[job_id] = (owner, now + timedelta(seconds=grace_s))
+                    found.append((job_id, job.feature))
+            for job_id, due in list(self._retry_at.items()):
+                job = self._jobs[job_id]
+                if job.status == "queued" and due < now - timedelta(seconds=grace_s):
+                    self._retry_at[job_id] = now + timedelta(seconds=grace_s)
+                    found.append((job_id, job.feature))
+            return found[:limit]
 
     def requeue(
         self,
@@ -160,10 +194,14 @@ class InMemoryJobStore:
         error_kind: str,
         error_message: str,
         spend: Spend | None = None,
+        retry_in_s: float | None = None,
     ) -> None:
         with self._lock:
             job = self._get(job_id)
             if job.status in ("queued", "running"):
+                self._leases.pop(job_id, None)
+                if retry_in_s is not None:
+                    self._retry_at[job_id] = _now() + timedelta(seconds=retry_in_s)
                 job = replace(
                     job,
                     status="queued",
@@ -241,6 +279,8 @@ class InMemoryJobStore:
             job = self._get(job_id)
             if job.status in TERMINAL_STATUSES:
                 return job
+            self._leases.pop(job_id, None)
+            self._retry_at.pop(job_id, None)
             if spend.provider is not None:
                 values.update(
                     provider=spend.provider,
