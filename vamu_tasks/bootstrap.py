@@ -21,6 +21,7 @@ from vamu_tasks.leases import LeaseKeeper
 from vamu_tasks.llm.anthropic import AnthropicProvider
 from vamu_tasks.llm.offline import OfflineProvider
 from vamu_tasks.llm.openai import OpenAIProvider
+from vamu_tasks.llm.ratelimit import BudgetedLLM, RedisRateBudget
 from vamu_tasks.metrics import InstrumentedLLM
 from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
@@ -63,6 +64,7 @@ class Container:
     primary_provider: ProviderName
     redis: redis.Redis | None = None
     leases: LeaseKeeper | None = None
+    budget: RedisRateBudget | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,9 +79,10 @@ class Container:
                     settings = settings.model_copy(update={"openai_model": model})
                 elif model and provider == "anthropic":
                     settings = settings.model_copy(update={"anthropic_model": model})
-                self.providers[key] = InstrumentedLLM(
-                    build_provider(settings, provider)  # type: ignore[arg-type]
-                )
+                llm: LLMProvider = build_provider(settings, provider)  # type: ignore[arg-type]
+                if self.budget is not None:
+                    llm = BudgetedLLM(llm, self.budget)
+                self.providers[key] = InstrumentedLLM(llm)
                 _add_closer(self._closers, self.providers[key])
             return self.providers[key]
 
@@ -182,8 +185,18 @@ def build_container(settings: Settings) -> Container:
         store, lease_s=settings.job_lease_s, renew_every_s=settings.job_lease_s / 3
     )
     closers.append(leases.close)
+    budget = None
+    if settings.llm_rpm_limit or settings.llm_tpm_limit:
+        if redis_client is None:
+            redis_client = redis.Redis.from_url(settings.redis_url)
+            closers.append(redis_client.close)
+        budget = RedisRateBudget(
+            redis_client,
+            requests_per_minute=settings.llm_rpm_limit,
+            tokens_per_minute=settings.llm_tpm_limit,
+        )
     chunk_sink: ChunkSink = LogChunkSink()
-    if redis_client is not None:
+    if redis_client is not None and "socketio" in settings.notify:
         chunk_sink = RedisChunkSink(redis_client, key=settings.socketio_key)
     return Container(
         settings,
@@ -198,6 +211,7 @@ def build_container(settings: Settings) -> Container:
         primary,
         redis_client,
         leases,
+        budget,
         closers,
     )
 

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     llm_sdk_max_retries: int = 0
     llm_strict_validation: bool = False
     llm_max_output_tokens: int = 2048
+    # Shared by all processes through Redis (VAMU_REDIS_URL); set below the provider's limits.
+    llm_rpm_limit: int | None = None
+    llm_tpm_limit: int | None = None
     chat_history_budget_tokens: int = 3000
     agent_max_steps: int = 8
     agent_max_tokens: int = 20_000
