@@ -13,7 +13,7 @@ from celery import Celery
 from tests.support.services import (
     REDIS_APP_DB,
     REDIS_BROKER_DB,
-    flush_redis,
+    delete_keys,
     free_port,
     redis_url,
     temporary_database,
@@ -42,16 +42,14 @@ def pg_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def broker_url() -> Iterator[str]:
-    flush_redis(REDIS_BROKER_DB)
+    # Shared with other sessions: each stack uses its own key prefix and deletes its keys.
     yield redis_url(REDIS_BROKER_DB)
-    flush_redis(REDIS_BROKER_DB)
 
 
 @pytest.fixture(scope="session")
 def app_redis_url() -> Iterator[str]:
-    flush_redis(REDIS_APP_DB)
+    # Shared too: Socket.IO keys, BullMQ queues and stream keys are unique per session.
     yield redis_url(REDIS_APP_DB)
-    flush_redis(REDIS_APP_DB)
 
 
 @pytest.fixture(scope="session")
@@ -164,3 +162,4 @@ def stack(
                         fake_api_server, socketio_key, app_redis_url)
         store.close()
         app.close()
+        delete_keys(REDIS_BROKER_DB, f"{broker_prefix}*")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import Stack
 from tests.support.bullmq import BridgeProcess, produce
 from tests.support.llm_answers import ideas_responder
-from tests.support.services import free_port, scrape
+from tests.support.services import REDIS_APP_DB, delete_keys, free_port, scrape
 from tests.support.socketio import SocketIOListener
 from tests.support.worker import wait_for_job
 
@@ -70,6 +70,8 @@ def running_bridge(bridge_env, tmp_path_factory) -> Iterator[BridgeProcess]:
     log_path = tmp_path_factory.mktemp("bridge") / "bridge.log"
     with BridgeProcess(bridge_env, log_path) as bridge:
         yield bridge
+    suffix = bridge_env["VAMU_BULLMQ_QUEUE"].rsplit("-", 1)[1]
+    delete_keys(REDIS_APP_DB, f"bull:*{suffix}*")
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
-from kombu import Connection
+from kombu import Connection, Exchange, Queue
 
 from tests.conftest import API_TOKEN, LLM_KEY, WEBHOOK_SECRET, Stack
 from tests.support.llm_answers import ideas, ideas_responder
@@ -241,8 +241,11 @@ def test_a_pickled_message_is_refused_and_its_job_never_runs(s: Stack):
     with Connection(s.env["VAMU_BROKER_URL"], transport_options={
             "global_keyprefix": s.env["VAMU_BROKER_KEY_PREFIX"]}) as conn:
         producer = conn.Producer(serializer="pickle")
+        queue = Queue("inspiration", Exchange("inspiration", "direct"),
+                      routing_key="inspiration")
         producer.publish(
             {"ref": {"job_id": str(job.id)}}, routing_key="inspiration", exchange="inspiration",
+            declare=[queue],
             headers={"task": "vamu.inspiration.generate", "id": str(uuid.uuid4()),
                      "args": [], "kwargs": {}},
         )

@@ -23,10 +23,14 @@ def redis_url(db: int) -> str:
     return f"{REDIS_BASE_URL}/{db}"
 
 
-def flush_redis(db: int) -> None:
+def delete_keys(db: int, *patterns: str) -> None:
+    """Delete this session's keys only: other test sessions may share the DB."""
     client = redis.Redis.from_url(redis_url(db))
     try:
-        client.flushdb()
+        for pattern in patterns:
+            batch = list(client.scan_iter(match=pattern, count=1000))
+            for start in range(0, len(batch), 500):
+                client.delete(*batch[start : start + 500])
     finally:
         client.close()
 
