@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Only what the package needs: never .env, .venv or the Node test harness.
 WORKDIR /src
-COPY pyproject.toml README.md celeryconfig.py ./
+COPY pyproject.toml README.md celeryconfig.py flowerconfig.py ./
 COPY vamu_tasks ./vamu_tasks
 COPY workers ./workers
 RUN pip install . \

@@ -44,8 +44,15 @@ integration: install node-deps
 e2e: install node-deps
 	$(BIN)/pytest tests/e2e -q
 
+# The fault suite (tests/chaos, ~15 min) has its own target; .ci/run runs both.
 test: install node-deps lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --ignore=tests/chaos
+
+# Flower's dashboard with tasks of every feature, rendered by headless Chromium to docs/img/
+# (needs /usr/bin/chromium and a Redis on 127.0.0.1:6379; see scripts/render_flower.py).
+.PHONY: flower-screenshot
+flower-screenshot: install
+	$(BIN)/python scripts/render_flower.py --out docs/img
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .vamu $(NODE_DIR)/node_modules

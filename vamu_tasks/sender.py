@@ -37,6 +37,7 @@ class CelerySender:
             headers=dict(headers or {}),
             # What Flower and the logs show: the job id and the feature, never user text.
             argsrepr="()",
-            kwargsrepr=f"{{'job_id': '{job_id}', 'feature': '{spec.feature}'}}",
+            # The feature first: Flower's task list cuts long kwargs off at a fixed width.
+            kwargsrepr=f"{{'feature': '{spec.feature}', 'job_id': '{job_id}'}}",
         )
         return str(result.id)
