@@ -6,6 +6,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
+from vamu_tasks import embedded_broker
 from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
 from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
@@ -63,9 +64,18 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def broker_url(settings: Settings) -> str:
+    if broker_kind(settings) == "filesystem":
+        embedded_broker.register()
+        return settings.effective_broker_url.replace(
+            "filesystem://", f"{embedded_broker.SCHEME}://"
+        )
+    return settings.effective_broker_url
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     config: dict[str, Any] = {
-        "broker_url": settings.effective_broker_url,
+        "broker_url": broker_url(settings),
         "broker_connection_retry_on_startup": True,
         "broker_pool_limit": max(10, settings.llm_concurrency),
         "broker_transport_options": transport_options(settings),
