@@ -34,7 +34,7 @@ from vamu_tasks.domain import (
 )
 from vamu_tasks.errors import VamuError
 from vamu_tasks.llm.pricing import cost_usd
-from vamu_tasks.ports import LLMProvider
+from vamu_tasks.llm.wrapper import ProviderWrapper
 
 log = logging.getLogger(__name__)
 
@@ -89,24 +89,8 @@ def record_usage(provider: str, model: str, usage: Usage) -> None:
         LLM_COST.labels(provider, model).inc(float(cost))
 
 
-class InstrumentedLLM:
+class InstrumentedLLM(ProviderWrapper):
     """Wraps an `LLMProvider` to time its calls and count tokens, cost and errors."""
-
-    def __init__(self, inner: LLMProvider) -> None:
-        self._inner = inner
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def model(self) -> str:
-        return self._inner.model
-
-    def close(self) -> None:
-        close = getattr(self._inner, "close", None)
-        if callable(close):
-            close()
 
     def _timed(self, call: str, fn: Callable[[], Any]) -> Any:
         started = time.perf_counter()

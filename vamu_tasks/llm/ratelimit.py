@@ -22,6 +22,7 @@ from vamu_tasks.domain import (
     Usage,
 )
 from vamu_tasks.errors import RateLimited
+from vamu_tasks.llm.wrapper import ProviderWrapper
 from vamu_tasks.ports import LLMProvider
 
 
@@ -92,25 +93,12 @@ def estimate_tokens(request: LLMRequest | ToolsRequest) -> int:
     return chars // 4 + request.max_output_tokens
 
 
-class BudgetedLLM:
+class BudgetedLLM(ProviderWrapper):
     """Wraps an `LLMProvider` so every call first takes its share of the shared budget."""
 
     def __init__(self, inner: LLMProvider, budget: RedisRateBudget) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._budget = budget
-
-    @property
-    def name(self) -> str:
-        return self._inner.name
-
-    @property
-    def model(self) -> str:
-        return self._inner.model
-
-    def close(self) -> None:
-        close = getattr(self._inner, "close", None)
-        if callable(close):
-            close()
 
     def _call(self, request: LLMRequest | ToolsRequest, fn: Callable[[], Any]) -> Any:
         estimate = estimate_tokens(request)
