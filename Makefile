@@ -56,3 +56,19 @@ flower-screenshot: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .vamu $(NODE_DIR)/node_modules
+
+# Benchmarks (bench/, docs/performance.md). They need PostgreSQL, Redis and Node like the tests.
+# `make bench`: the full run (~12 min), results in bench/results/; `make bench-quick`: every
+# scenario for a moment (about a minute), so CI keeps the bench working.
+.PHONY: bench bench-quick
+bench: install node-deps
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/run.py
+
+bench-quick: install node-deps
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	$(BIN)/python bench/run.py --quick
+
+# Fault-injection suite (docs/reliability.md): real processes, one fault per test, ~15 minutes.
+chaos: install node-deps
+	$(BIN)/pytest tests/chaos -q -p no:cacheprovider

@@ -16,6 +16,7 @@ printed at the end under "chaos figures" (docs/reliability.md quotes them).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,6 +29,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,12 +89,16 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 _FIGURES: dict[str, dict[str, Any]] = {}
 
 
+def record(name: str) -> dict[str, Any]:
+    """A dict to fill with what a scenario measured; printed at the end of the run."""
+    out: dict[str, Any] = {}
+    _FIGURES[name] = out
+    return out
+
+
 @pytest.fixture
 def figures(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """A dict the test fills with what it measured; printed at the end of the run."""
-    out: dict[str, Any] = {}
-    _FIGURES[request.node.name] = out
-    return out
+    return record(request.node.name)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -295,18 +301,23 @@ class Rig:
         self._counter += 1
         return f"{self.tag}-{self._counter:04d}"
 
-    def inspiration(self, user: str | None = None, **data: Any) -> dict[str, Any]:
+    def inspiration(self, user: str | None = None, opts: dict[str, Any] | None = None,
+                    **data: Any) -> dict[str, Any]:
         token = self.token()
         user = user or USERS[self._counter % len(USERS)]
-        return {"name": "inspiration.generate",
-                "data": {"userId": user, "count": 2, "hint": f"chaos token {token}", **data}}
+        # requestId: the idempotency key a well-behaved NestJS producer sends (docs/contracts.md);
+        # without it a Queue.add that ioredis re-sends after a Redis crash makes a second job.
+        return {"name": "inspiration.generate", "opts": opts or {},
+                "data": {"userId": user, "count": 2, "hint": f"chaos token {token}",
+                         "requestId": f"req-{token}", **data}}
 
-    def chat(self, user: str | None = None) -> dict[str, Any]:
+    def chat(self, user: str | None = None, opts: dict[str, Any] | None = None) -> dict[str, Any]:
         token = self.token()
         user = user or USERS[self._counter % len(USERS)]
-        return {"name": "chatbot.reply",
+        return {"name": "chatbot.reply", "opts": opts or {},
                 "data": {"userId": user, "conversationId": f"conv-{token}",
-                         "message": f"chaos token {token}: any jazz this week?"}}
+                         "message": f"chaos token {token}: any jazz this week?",
+                         "requestId": f"req-{token}"}}
 
     def produce(self, jobs: list[dict[str, Any]], *, rate: float = 0.0, wait: bool = True,
                 timeout_s: float = 120.0, queue: str | None = None,
@@ -330,21 +341,28 @@ class Rig:
     def jobs(self) -> list[sa.Row[Any]]:
         return self.query(
             "SELECT id, feature, user_id, status, attempts, error_kind, error_message, "
-            "source_ref, provider, request, created_at, started_at, finished_at FROM ai_jobs")
+            "source_ref, provider, request, result, created_at, started_at, finished_at "
+            "FROM ai_jobs")
 
     def status_counts(self) -> Counter[str]:
         return Counter({r[0]: r[1] for r in self.query(
             "SELECT status, count(*) FROM ai_jobs GROUP BY status")})
 
-    def wait_jobs_end(self, expected: int, timeout: float) -> Counter[str]:
-        """Wait until `expected` rows exist and none is queued or running."""
+    def wait_jobs_end(self, expected: int, timeout: float, idle_s: float = 30.0) -> Counter[str]:
+        """Wait until `expected` rows exist and none is queued or running; give up at `timeout`
+        or once no job has ended for `idle_s` seconds (what is left is stuck)."""
         deadline = time.monotonic() + timeout
+        last_change, last_ended = time.monotonic(), -1
         while True:
             counts = self.status_counts()
-            open_ = counts["queued"] + counts["running"]
-            if sum(counts.values()) >= expected and open_ == 0:
+            total = sum(counts.values())
+            ended = total - counts["queued"] - counts["running"]
+            if total >= expected and ended == total:
                 return counts
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if ended != last_ended:
+                last_change, last_ended = now, ended
+            if now > deadline or now - last_change > idle_s:
                 return counts
             time.sleep(0.25)
 
@@ -383,6 +401,47 @@ class Rig:
                 "WHERE role = 'assistant' GROUP BY conversation_id HAVING count(*) > 1) d")[0][0],
         }
 
+    def broker_holds(self, job_ids: list[str]) -> dict[str, bool]:
+        """Whether each job still has a Celery message in the broker (queued or unacked)."""
+        client = redis.Redis.from_url(self.env["VAMU_BROKER_URL"])
+        prefix = self.env["VAMU_BROKER_KEY_PREFIX"]
+        try:
+            blobs = [b.decode(errors="replace")
+                     for queue in ("inspiration", "chatbot", "agent")
+                     for b in client.lrange(f"{prefix}{queue}", 0, -1)]
+            blobs += [b.decode(errors="replace") for b in client.hvals(f"{prefix}unacked")]
+        finally:
+            client.close()
+        bodies = []
+        for blob in blobs:
+            bodies.append(blob)
+            try:
+                message = json.loads(blob)
+                message = message[0] if isinstance(message, list) else message
+                bodies.append(base64.b64decode(message["body"]).decode(errors="replace"))
+            except (ValueError, KeyError, TypeError):
+                pass
+        return {job: any(job in body for body in bodies) for job in job_ids}
+
+    def stuck(self) -> dict[str, list[str]]:
+        """Jobs that did not end, by what holds them: a lease of a dead process (running), or
+        no Celery message left anywhere in the broker (queued, never started). Each entry:
+        "<job id prefix> <status> attempts=<n> owner=<lease owner> in_broker=<bool>"."""
+        rows = self.query("SELECT id::text, status, attempts, lease_owner FROM ai_jobs "
+                          "WHERE status IN ('queued', 'running')")
+        held = self.broker_holds([r[0] for r in rows])
+        out: dict[str, list[str]] = {"running": [], "queued_without_a_message": [], "other": []}
+        for job, status, attempts, owner in rows:
+            if status == "running":
+                key = "running"
+            elif attempts == 0 and not held[job]:
+                key = "queued_without_a_message"
+            else:
+                key = "other"
+            out[key].append(f"{job[:8]} {status} attempts={attempts} owner={owner} "
+                            f"in_broker={held[job]}")
+        return out
+
     def webhook_counts(self) -> dict[str, int]:
         ids = [d["id"] for d in self.webhook.deliveries]
         return {"webhook_deliveries": len(ids), "webhook_distinct_ids": len(set(ids))}
@@ -408,7 +467,7 @@ class Producer:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
         )
         assert self._process.stdin is not None
-        self._process.stdin.write(json.dumps(spec))
+        self._process.stdin.write(json.dumps(spec, allow_nan=False))
         self._process.stdin.close()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -508,40 +567,46 @@ def _cleanup_redis(redis_base: str, tag: str) -> None:
             client.close()
 
 
-@pytest.fixture
-def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """Build the test's rig: `make_rig(redis_base=..., db_url_for_workers=..., **env)`."""
-    rigs: list[Rig] = []
+@contextmanager
+def rigs(tmp: Path) -> Iterator[Callable[..., Rig]]:
+    """Build rigs under `tmp`: `build(redis_base=..., worker_db_url=..., **env)`; all of them
+    (processes, fakes, database, Redis keys) are torn down on exit."""
+    built: list[Rig] = []
     stack: list[Any] = []
 
-    def build(*, redis_base: str = REDIS_BASE_URL, worker_db_url: Callable[[str], str] | None = None,
-              notify: str = "socketio,webhook", **env: str) -> Rig:
+    def build(*, redis_base: str = REDIS_BASE_URL,
+              worker_db_url: Callable[[str], str] | None = None,
+              notify: str = "socketio,webhook", llm_key: str = LLM_KEY,
+              api_token: str = API_TOKEN, webhook_secret: str = WEBHOOK_SECRET,
+              **env: str) -> Rig:
         tag = uuid.uuid4().hex[:6]
         db_cm = temporary_database("vamu_chaos")
         db_url = db_cm.__enter__()
         stack.append(db_cm)
         upgrade(db_url)
-        llm = FakeLLMServer(api_key=LLM_KEY, latency=LLM_LATENCY_S, responder=answer).start()
+        llm = FakeLLMServer(api_key=llm_key, latency=LLM_LATENCY_S, responder=answer).start()
         stack.append(llm)
-        api = FakeNestApi(token=API_TOKEN).start()
+        api = FakeNestApi(token=api_token).start()
         stack.append(api)
-        webhook = WebhookReceiver(WEBHOOK_SECRET).__enter__()
+        webhook = WebhookReceiver(webhook_secret).__enter__()
         stack.append(webhook)
+        rig_tmp = tmp / f"rig-{tag}"
+        rig_tmp.mkdir(parents=True)
         base_env = {
-            "VAMU_DATA_DIR": str(tmp_path / "data"),
+            "VAMU_DATA_DIR": str(rig_tmp / "data"),
             "VAMU_BROKER_URL": f"{redis_base}/11",
             "VAMU_BROKER_KEY_PREFIX": f"chaos-{tag}:",
             "VAMU_DATABASE_URL": worker_db_url(db_url) if worker_db_url else db_url,
             "VAMU_REDIS_URL": f"{redis_base}/12",
             "VAMU_API_BASE_URL": api.url,
-            "VAMU_API_TOKEN": API_TOKEN,
+            "VAMU_API_TOKEN": api_token,
             "VAMU_API_TIMEOUT_S": "2",
             "VAMU_API_RETRIES": "1",
             "VAMU_LLM_PROVIDER": "openai",
             "VAMU_LLM_FALLBACK": "anthropic",
-            "OPENAI_API_KEY": LLM_KEY,
+            "OPENAI_API_KEY": llm_key,
             "OPENAI_BASE_URL": llm.openai_base_url,
-            "ANTHROPIC_API_KEY": LLM_KEY,
+            "ANTHROPIC_API_KEY": llm_key,
             "ANTHROPIC_BASE_URL": llm.anthropic_base_url,
             "VAMU_LLM_STRICT_VALIDATION": "true",
             "VAMU_LLM_TIMEOUT_S": "5",
@@ -551,7 +616,7 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
             "VAMU_NOTIFY": notify,
             "VAMU_SOCKETIO_KEY": f"chaos-{tag}",
             "VAMU_WEBHOOK_URL": webhook.url,
-            "VAMU_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "VAMU_WEBHOOK_SECRET": webhook_secret,
             "VAMU_OUTBOX_STALE_AFTER_S": "3",
             "VAMU_OUTBOX_SWEEP_INTERVAL_S": "2",
             "VAMU_LLM_CONCURRENCY": "16",
@@ -565,14 +630,14 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
             "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": "0",
             **env,
         }
-        rig = Rig(tag, tmp_path, db_url, redis_base, llm, api, webhook, base_env)
-        rigs.append(rig)
+        rig = Rig(tag, rig_tmp, db_url, redis_base, llm, api, webhook, base_env)
+        built.append(rig)
         return rig
 
     try:
         yield build
     finally:
-        for rig in rigs:
+        for rig in built:
             rig.stop_all()
             rig.close()
             _cleanup_redis(rig.redis_base, rig.tag)
@@ -581,8 +646,14 @@ def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
 
 
 @pytest.fixture
-def listener() -> Iterator[Callable[[Rig], SocketIOListener]]:
-    """A Socket.IO server and one client per sample user, on the rig's Redis and key."""
+def make_rig(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    with rigs(tmp_path) as build:
+        yield build
+
+
+@contextmanager
+def listeners() -> Iterator[Callable[[Rig], SocketIOListener]]:
+    """Socket.IO servers with one client per sample user, on a rig's Redis and key."""
     opened: list[SocketIOListener] = []
 
     def open_for(rig: Rig) -> SocketIOListener:
@@ -598,18 +669,26 @@ def listener() -> Iterator[Callable[[Rig], SocketIOListener]]:
             room.__exit__(None, None, None)
 
 
+@pytest.fixture
+def listener() -> Iterator[Callable[[Rig], SocketIOListener]]:
+    with listeners() as open_for:
+        yield open_for
+
+
 class OwnRedis:
     """A redis-server of the test's own, on a fixed port, with AOF in its own directory."""
 
-    def __init__(self, directory: Path, port: int) -> None:
+    def __init__(self, directory: Path, port: int, password: str | None = None) -> None:
         self.directory = directory
         self.port = port
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = directory / "redis.log"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
 
     def start(self) -> OwnRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -617,10 +696,11 @@ class OwnRedis:
             self.process = subprocess.Popen(
                 ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                  "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                 "--dir", str(self.directory), "--daemonize", "no"],
+                 "--dir", str(self.directory), "--daemonize", "no",
+                 *(["--requirepass", self.password] if self.password else [])],
                 stdout=log, stderr=subprocess.STDOUT,
             )
-        client = redis.Redis(port=self.port)
+        client = redis.Redis(port=self.port, password=self.password)
         try:
             ok = wait_until(lambda: _ping(client), 20)
         finally:
@@ -648,3 +728,15 @@ def _ping(client: redis.Redis) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A Redis of the test's own (AOF, appendfsync always); ask for it before `make_rig`."""
+    from tests.support.services import free_port
+
+    server = OwnRedis(tmp_path / "redis", free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
