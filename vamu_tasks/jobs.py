@@ -67,16 +67,17 @@ def run_job(
     `AttemptFailed` for the caller to retry. With `leases`, the job is held under this
     process's lease while it runs, and `LeaseHeld` is raised if another live worker has it.
     """
-    if leases is None:
+    owner = leases.new_owner() if leases else None
+    if leases is None or owner is None:
         job = store.start_attempt(job_id)
     else:
-        job = store.start_attempt(job_id, leases.owner, leases.lease_s)
+        job = store.start_attempt(job_id, owner, leases.lease_s)
     if job.is_terminal:
         log.info("job %s already %s; nothing to do", job.id, job.status)
         return _outcome(store, job)
     meter = SpendMeter()
     try:
-        with leases.hold(job.id) if leases else nullcontext():
+        with leases.hold(job.id, owner) if leases and owner else nullcontext():
             output = handler(job, meter)
     except TransientError as exc:
         raise AttemptFailed(exc, meter.spend, job.attempts) from exc

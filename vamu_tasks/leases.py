@@ -30,16 +30,21 @@ class LeaseKeeper:
         self.owner = process_owner()
         self.lease_s = lease_s
         self._renew_every_s = renew_every_s
-        self._active: set[uuid.UUID] = set()
+        self._active: set[tuple[uuid.UUID, str]] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def new_owner(self) -> str:
+        """An owner for one attempt: every attempt, even in the same process, is distinct, so
+        a copy of a task delivered to another thread of this process is refused too."""
+        return f"{self.owner}:{uuid.uuid4().hex[:12]}"
+
     @contextmanager
-    def hold(self, job_id: uuid.UUID) -> Iterator[None]:
-        """Renew this job's lease for as long as the block runs."""
+    def hold(self, job_id: uuid.UUID, owner: str) -> Iterator[None]:
+        """Renew this attempt's lease for as long as the block runs."""
         with self._lock:
-            self._active.add(job_id)
+            self._active.add((job_id, owner))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
                 self._thread.start()
@@ -47,14 +52,14 @@ class LeaseKeeper:
             yield
         finally:
             with self._lock:
-                self._active.discard(job_id)
+                self._active.discard((job_id, owner))
 
     def _run(self) -> None:
         while not self._stop.wait(self._renew_every_s):
             with self._lock:
                 active = list(self._active)
             try:
-                self.store.renew_leases(self.owner, active, self.lease_s)
+                self.store.renew_leases(active, self.lease_s)
             except Exception as exc:  # the database may be away; the next round tries again
                 log.warning("could not renew %d job lease(s): %s", len(active), exc)
 

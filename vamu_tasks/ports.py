@@ -81,7 +81,9 @@ class JobStore(Protocol):
         """
         ...
 
-    def renew_leases(self, owner: str, job_ids: Sequence[uuid.UUID], lease_s: float) -> None: ...
+    def renew_leases(self, held: Sequence[tuple[uuid.UUID, str]], lease_s: float) -> None:
+        """Extend each (job, owner) lease that this owner still holds."""
+        ...
 
     def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
         """(job id, feature) of running jobs whose lease ran out and of overdue retries."""

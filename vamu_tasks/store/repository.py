@@ -255,16 +255,20 @@ class SqlAlchemyJobStore:
                 row.lease_until = now + timedelta(seconds=lease_s)
             return to_record(row)
 
-    def renew_leases(self, owner: str, job_ids: Sequence[uuid.UUID], lease_s: float) -> None:
-        """Keep this process's running jobs from being taken for orphans."""
-        if not job_ids:
+    def renew_leases(self, held: Sequence[tuple[uuid.UUID, str]], lease_s: float) -> None:
+        """Keep the (job, owner) leases this process holds from being taken for orphans."""
+        if not held:
             return
+        until = utcnow() + timedelta(seconds=lease_s)
         with self._session() as session:
-            session.execute(
-                update(AiJob)
-                .where(AiJob.id.in_(job_ids), AiJob.lease_owner == owner, AiJob.status == "running")
-                .values(lease_until=utcnow() + timedelta(seconds=lease_s))
-            )
+            for job_id, owner in held:
+                session.execute(
+                    update(AiJob)
+                    .where(
+                        AiJob.id == job_id, AiJob.lease_owner == owner, AiJob.status == "running"
+                    )
+                    .values(lease_until=until)
+                )
 
     def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
         """Jobs whose runner died (lease ran out) or whose retry is overdue; claimed for
@@ -280,6 +284,9 @@ class SqlAlchemyJobStore:
                 .with_for_update(skip_locked=True)
             ).all()
             for row in orphans:
+                # The dead owner's lease is dropped, so the re-sent task may take the job; the
+                # claim keeps the next sweep from sending it again meanwhile.
+                row.lease_owner = None
                 row.lease_until = claim
                 found.append((row.id, row.feature))
             overdue = session.scalars(

@@ -151,7 +151,7 @@ class InMemoryJobStore:
                 return job
             now = _now()
             held = self._leases.get(job_id)
-            if owner and held and held[0] != owner and held[1] > now:
+            if owner and held and held[0] not in ("", owner) and held[1] > now:
                 raise LeaseHeld(f"job {job_id} is running on {held[0]}")
             if owner:
                 self._leases[job_id] = (owner, now + timedelta(seconds=lease_s))
@@ -165,21 +165,21 @@ class InMemoryJobStore:
             self._jobs[job_id] = job
             return job
 
-    def renew_leases(self, owner: str, job_ids: Sequence[uuid.UUID], lease_s: float) -> None:
+    def renew_leases(self, held: Sequence[tuple[uuid.UUID, str]], lease_s: float) -> None:
         with self._lock:
-            for job_id in job_ids:
-                held = self._leases.get(job_id)
-                if held and held[0] == owner:
+            for job_id, owner in held:
+                current = self._leases.get(job_id)
+                if current and current[0] == owner:
                     self._leases[job_id] = (owner, _now() + timedelta(seconds=lease_s))
 
     def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
         with self._lock:
             now = _now()
             found: list[tuple[uuid.UUID, str]] = []
-            for job_id, (owner, until) in list(self._leases.items()):
+            for job_id, (_owner, until) in list(self._leases.items()):
                 job = self._jobs[job_id]
                 if job.status == "running" and until < now:
-                    self._leases[job_id] = (owner, now + timedelta(seconds=grace_s))
+                    self._leases[job_id] = ("", now + timedelta(seconds=grace_s))
                     found.append((job_id, job.feature))
             for job_id, due in list(self._retry_at.items()):
                 job = self._jobs[job_id]
