@@ -59,12 +59,6 @@ def test_a_copy_in_another_process_is_turned_away_by_the_lease(make_rig, figures
     assert figures["lease_refusals_in_log"] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the lease does not stop a copy that lands in the same worker process. "
-    "SqlAlchemyJobStore.start_attempt lets a delivery through when lease_owner equals its own "
-    "owner (host:pid), and every thread of a threads-pool worker (python -m workers.llm) "
-    "shares that owner; the visibility-timeout copy then runs the job a second time while the "
-    "first still runs (two LLM calls, attempts 2, no 'this delivery ends here' in the log)."))
 def test_a_task_longer_than_the_visibility_timeout_never_runs_twice_at_once(make_rig, figures):
     """One threads worker, as `python -m workers.llm` runs: exactly one LLM request per job,
     and the log shows the copies ended because of the lease."""

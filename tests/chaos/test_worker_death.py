@@ -215,16 +215,12 @@ def test_at_most_5_percent_of_jobs_are_executed_twice(outcome: Outcome):
     assert outcome.figures["jobs_executed_twice_not_orphaned"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an orphaned job is never run again by the reaper. SqlAlchemyJobStore.reap claims it "
-    "by moving lease_until forward but keeps lease_owner (the dead process), so the re-sent "
-    "task's start_attempt finds a 'live' lease of another owner, raises LeaseHeld and the "
-    "delivery ends ('job … is running on <dead host:pid>; this delivery ends here'). This "
-    "repeats every VAMU_JOB_LEASE_S for ever; only a broker redelivery that happens to land "
-    "in the ~2 s gap between the claim running out and the next reap runs the job. "
-    "Also (second bug, see test_redis_restart): a worker SIGKILLed between Redis's BRPOP and "
-    "kombu's unacked bookkeeping loses that message, and the reaper never re-sends a queued "
-    "job that has no retry_at."))
+# The reaper bug this test found (a dead owner's lease kept on the claim) is fixed; the one
+# that remains can still lose a message, so a failure here is expected now and then.
+@pytest.mark.xfail(strict=False, reason=(
+    "BUG (remaining): a worker SIGKILLed between Redis's BRPOP and kombu's unacked bookkeeping "
+    "loses that message, and the reaper never re-sends a queued job that has no retry_at "
+    "(see test_redis_restart)."))
 def test_no_job_is_lost_and_orphans_run_again_within_15_s(outcome: Outcome):
     assert outcome.counts["succeeded"] == JOBS, (outcome.counts, outcome.stuck)
     assert not outcome.unrecovered, outcome.unrecovered
