@@ -85,8 +85,11 @@ class JobStore(Protocol):
         """Extend each (job, owner) lease that this owner still holds."""
         ...
 
-    def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
-        """(job id, feature) of running jobs whose lease ran out and of overdue retries."""
+    def reap(
+        self, grace_s: float, limit: int = 200, stale_queued_s: float | None = None
+    ) -> list[tuple[uuid.UUID, str]]:
+        """(job id, feature) of running jobs whose lease ran out, of overdue retries, and (with
+        `stale_queued_s`) of jobs queued that long without ever starting."""
         ...
 
     def requeue(

@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # A running job's lease, renewed every third of it; the reaper re-sends orphans after it.
     job_lease_s: float = 10.0
     reaper_interval_s: float = 2.0
+    # A job queued this long without starting may have lost its message: send it again.
+    stale_queued_s: float = 120.0
     task_time_limit_s: int = 300
 
     notify: Annotated[list[TransportName], NoDecode] = Field(default_factory=_log_only)

@@ -53,3 +53,16 @@ def test_an_orphan_is_reaped_once_and_its_resent_task_can_take_it(store):
 
     assert job.id in reaped and job.id not in again
     assert (restarted.status, restarted.attempts) == ("running", 2)
+
+
+def test_a_job_queued_too_long_without_starting_is_sent_again_once_per_period(store):
+    job = queued(store)
+    time.sleep(0.3)
+
+    first = [job_id for job_id, _ in store.reap(grace_s=5, stale_queued_s=0.2)]
+    second = [job_id for job_id, _ in store.reap(grace_s=5, stale_queued_s=0.2)]
+    fresh = queued(store)
+    third = [job_id for job_id, _ in store.reap(grace_s=5, stale_queued_s=0.2)]
+
+    assert job.id in first and job.id not in second
+    assert fresh.id not in third

@@ -69,7 +69,10 @@ def reap_jobs(self: Task[Any, Any]) -> int:
     from vamu_tasks.sender import CelerySender
 
     container = get_container()
-    found = container.store.reap(grace_s=container.settings.job_lease_s)
+    settings = container.settings
+    found = container.store.reap(
+        grace_s=settings.job_lease_s, stale_queued_s=settings.stale_queued_s
+    )
     sender = CelerySender(self.app)
     for job_id, feature in found:
         sender.send(FEATURES[feature], job_id)  # type: ignore[index]

@@ -270,7 +270,9 @@ class SqlAlchemyJobStore:
                     .values(lease_until=until)
                 )
 
-    def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
+    def reap(
+        self, grace_s: float, limit: int = 200, stale_queued_s: float | None = None
+    ) -> list[tuple[uuid.UUID, str]]:
         """Jobs whose runner died (lease ran out) or whose retry is overdue; claimed for
         `grace_s` so the next sweep does not hand them out twice."""
         now = utcnow()
@@ -298,7 +300,31 @@ class SqlAlchemyJobStore:
             for row in overdue:
                 row.retry_at = claim
                 found.append((row.id, row.feature))
+            if stale_queued_s is not None:
+                found += self._reap_stale_queued(session, now, stale_queued_s, limit)
         return found
+
+    def _reap_stale_queued(
+        self, session: Session, now: datetime, stale_s: float, limit: int
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Queued jobs never started for `stale_s`: their message may be lost (a broker or
+        worker that died between taking it and recording it). Re-sent at most every `stale_s`;
+        a copy of a job that does run finds it running or ended and does nothing."""
+        cutoff = now - timedelta(seconds=stale_s)
+        rows = session.scalars(
+            select(AiJob)
+            .where(
+                AiJob.status == "queued",
+                AiJob.retry_at.is_(None),
+                AiJob.attempts == 0,
+                AiJob.created_at < cutoff,
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        ).all()
+        for row in rows:
+            row.retry_at = now + timedelta(seconds=stale_s)
+        return [(row.id, row.feature) for row in rows]
 
     def requeue(
         self,

@@ -172,7 +172,9 @@ class InMemoryJobStore:
                 if current and current[0] == owner:
                     self._leases[job_id] = (owner, _now() + timedelta(seconds=lease_s))
 
-    def reap(self, grace_s: float, limit: int = 200) -> list[tuple[uuid.UUID, str]]:
+    def reap(
+        self, grace_s: float, limit: int = 200, stale_queued_s: float | None = None
+    ) -> list[tuple[uuid.UUID, str]]:
         with self._lock:
             now = _now()
             found: list[tuple[uuid.UUID, str]] = []
