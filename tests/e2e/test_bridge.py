@@ -317,9 +317,12 @@ def test_sigterm_lets_the_bridge_finish_the_jobs_in_hand_before_it_exits(
     refs = [f"bullmq:{sync_queue}:{job['opts']['jobId']}" for job in jobs]
     outcomes: list[dict] = []
     b.stack.llm.latency = 1.0
+    # Generous waits: on a busy machine the held jobs may take seconds, not the point here.
+    own_bridge_env = {**own_bridge_env, "VAMU_BRIDGE_SYNC_TIMEOUT_S": "30"}
     bridge = BridgeProcess(own_bridge_env, tmp_path / "bridge.log").start()
     producer = threading.Thread(
-        target=lambda: outcomes.extend(produce(b.stack.app_redis_url, sync_queue, jobs)))
+        target=lambda: outcomes.extend(produce(b.stack.app_redis_url, sync_queue, jobs,
+                                               timeout_ms=60_000)))
     producer.start()
     deadline = time.monotonic() + 20
     while len(b.rows_for(refs)) < len(jobs):
