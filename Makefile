@@ -59,7 +59,7 @@ clean:
 
 # Benchmarks (bench/, docs/performance.md). They need PostgreSQL, Redis and Node like the tests.
 # `make bench`: the full run (~12 min), results in bench/results/; `make bench-quick`: every
-# scenario for a moment (about a minute), so CI keeps the bench working.
+# scenario for a moment (about a minute and a half), so CI keeps the bench working.
 .PHONY: bench bench-quick
 bench: install node-deps
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt

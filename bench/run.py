@@ -6,7 +6,7 @@
 
 Usage:
     .venv/bin/python bench/run.py            # full run (~12 min): docs/performance.md's figures
-    .venv/bin/python bench/run.py --quick    # every scenario for a moment (~1 min), for CI
+    .venv/bin/python bench/run.py --quick    # every scenario for a moment (~1.5 min), for CI
     .venv/bin/python bench/run.py --only zero,chat --no-profile
 
 Writes bench/results/<timestamp>.json, <timestamp>.md (the figures table) and
@@ -1390,7 +1390,7 @@ def git_rev() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="every scenario for a moment (about a minute): proves the bench works")
+                        help="every scenario for a moment (~1.5 min): proves the bench works")
     parser.add_argument("--only", default=",".join(SCENARIO_GROUPS),
                         help=f"comma list of scenario groups: {', '.join(SCENARIO_GROUPS)}")
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile run")
