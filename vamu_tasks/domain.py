@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 Feature = Literal["inspiration", "chatbot", "agent"]
@@ -31,6 +31,19 @@ class CamelModel(BaseModel):
     """Base for wire models that speak camelCase JSON (NestJS) but snake_case in Python."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class JobRequest(CamelModel):
+    """Base for a job's input: every text in it is stored on the job row (jsonb)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable_text(cls, value: object) -> object:
+        # PostgreSQL's text and jsonb cannot hold U+0000; refused here, it is a clear
+        # invalid_job instead of a database error at insert time.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain the NUL character (U+0000)")
+        return value
 
 
 class GeoPoint(CamelModel):

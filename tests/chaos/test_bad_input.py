@@ -110,7 +110,7 @@ def fresh_fakes(rig: Rig) -> None:
 
 # --- BullMQ payloads -------------------------------------------------------------------------
 
-# NUL is left out here: it has a test of its own (a known bug, below).
+# NUL is left out here: it has a test of its own, below.
 chars = st.characters(blacklist_characters="\x00", blacklist_categories=["Cs"])
 text = st.text(chars, max_size=30)
 junk = st.recursive(
@@ -205,12 +205,6 @@ def test_generated_and_oversized_bullmq_payloads_are_refused_or_contained(rig: R
     probe(rig)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a NUL character (\\u0000) in job data passes validation but PostgreSQL cannot store "
-    "it in jsonb; Database.transaction maps the psycopg DataError/UntranslatableCharacter to "
-    "StoreUnavailable, so the bridge fails the BullMQ job with the transient "
-    "'Database unreachable (UntranslatableCharacter); will retry.' (and BullMQ retries it) "
-    "instead of refusing it as invalid_job; the CLI prints 'internal: Database unreachable'."))
 def test_a_nul_character_in_job_data_is_refused_as_invalid_job(rig: Rig, figures):
     jobs = [{"name": "inspiration.generate", "data": {"userId": "u-ada", "hint": "a\u0000b"},
              "opts": {"attempts": 3, "backoff": {"type": "fixed", "delay": 100}}},

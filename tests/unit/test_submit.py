@@ -43,6 +43,8 @@ def sender() -> RecordingSender:
         ({"userId": "u-ada", "count": 11}, ["count: "]),
         ({"userId": "u-ada", "count": 0, "hint": "x" * 501}, ["count: ", "hint: "]),
         ({"userId": "u-ada", "colour": "red"}, ["colour: Extra inputs are not permitted"]),
+        # PostgreSQL cannot store U+0000 in text or jsonb.
+        ({"userId": "u-\u0000ada", "hint": "a\u0000b"}, ["userId: ", "hint: ", "NUL"]),
     ],
 )
 def test_invalid_data_is_refused_with_its_field_errors_and_nothing_is_created_or_sent(

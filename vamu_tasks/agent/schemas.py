@@ -6,12 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from vamu_tasks.domain import CamelModel
+from vamu_tasks.domain import JobRequest
 
 Bound = Literal["max_steps", "max_tokens", "max_seconds"]
 
 
-class AgentRequest(CamelModel):
+class AgentRequest(JobRequest):
     """Data of the BullMQ job `agent.run` (camelCase on the wire)."""
 
     user_id: str = Field(min_length=1, max_length=128)

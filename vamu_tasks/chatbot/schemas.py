@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from vamu_tasks.domain import CamelModel
+from vamu_tasks.domain import JobRequest
 
 
-class ChatRequest(CamelModel):
+class ChatRequest(JobRequest):
     """Data of the BullMQ job `chatbot.reply` (camelCase on the wire)."""
 
     user_id: str = Field(min_length=1, max_length=128)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vamu_tasks.domain import CamelModel
+from vamu_tasks.domain import JobRequest
 
 
-class InspirationRequest(CamelModel):
+class InspirationRequest(JobRequest):
     """Data of the BullMQ job `inspiration.generate` (camelCase on the wire)."""
 
     user_id: str = Field(min_length=1, max_length=128)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Engine, create_engine, event, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vamu_tasks.domain import (
@@ -165,8 +165,11 @@ class Database:
         try:
             with self._sessions() as session, session.begin():
                 yield session
-        except (OperationalError, DBAPIError) as exc:
-            if isinstance(exc, IntegrityError):
+        except DBAPIError as exc:
+            # Only a lost or refused connection is worth retrying; a data or programming error
+            # would fail the same way again.
+            lost = isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+            if not lost:
                 raise
             raise StoreUnavailable(
                 f"Database unreachable ({type(exc.orig).__name__}); will retry."
