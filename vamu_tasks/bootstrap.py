@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from vamu_tasks.broker_inventory import RedisBrokerInventory
 from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.context.static import StaticEventsClient, StaticUserContextClient
 from vamu_tasks.errors import InternalError
@@ -27,6 +28,7 @@ from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
 from vamu_tasks.ports import (
     AgentStepStore,
+    BrokerInventory,
     ChatStore,
     ChunkSink,
     EventsClient,
@@ -65,6 +67,7 @@ class Container:
     redis: redis.Redis | None = None
     leases: LeaseKeeper | None = None
     budget: RedisRateBudget | None = None
+    broker_inventory: BrokerInventory | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -195,6 +198,14 @@ def build_container(settings: Settings) -> Container:
             requests_per_minute=settings.llm_rpm_limit,
             tokens_per_minute=settings.llm_tpm_limit,
         )
+    inventory = None
+    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        # Only the reaper asks; the client connects on first use.
+        inventory = RedisBrokerInventory(
+            redis.Redis.from_url(settings.effective_broker_url),
+            key_prefix=settings.broker_key_prefix or "",
+        )
+        closers.append(inventory.close)
     chunk_sink: ChunkSink = LogChunkSink()
     if redis_client is not None and "socketio" in settings.notify:
         chunk_sink = RedisChunkSink(redis_client, key=settings.socketio_key)
@@ -212,6 +223,7 @@ def build_container(settings: Settings) -> Container:
         redis_client,
         leases,
         budget,
+        inventory,
         closers,
     )
 

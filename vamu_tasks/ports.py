@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from vamu_tasks.domain import (
@@ -58,6 +58,15 @@ class UserContextClient(Protocol):
         ...
 
 
+class BrokerInventory(Protocol):
+    """What the broker holds: lets the reaper tell a lost task message from a waiting one."""
+
+    def task_ids(self, queues: Collection[str]) -> set[str] | None:
+        """Ids of the task messages waiting in `queues` or taken and not yet acknowledged;
+        None when the broker cannot say (or it would cost too much to ask)."""
+        ...
+
+
 class JobStore(Protocol):
     """The `ai_jobs` table and the notification outbox written in the same transactions."""
 
@@ -90,6 +99,18 @@ class JobStore(Protocol):
     ) -> list[tuple[uuid.UUID, str]]:
         """(job id, feature) of running jobs whose lease ran out, of overdue retries, and (with
         `stale_queued_s`) of jobs queued that long without ever starting."""
+        ...
+
+    def unstarted_jobs(self, older_than_s: float, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
+        """(job id, feature) of jobs queued at least `older_than_s` ago that never started and
+        were never sent again."""
+        ...
+
+    def claim_unstarted(
+        self, job_ids: Sequence[uuid.UUID], hold_s: float
+    ) -> list[tuple[uuid.UUID, str]]:
+        """Of these jobs, those still queued and never started, marked as sent again (the
+        stale-queued check leaves them alone for `hold_s`)."""
         ...
 
     def requeue(

@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     # A running job's lease, renewed every third of it; the reaper re-sends orphans after it.
     job_lease_s: float = 10.0
     reaper_interval_s: float = 2.0
-    # A job queued this long without starting may have lost its message: send it again.
+    # A queued job, this old, whose message a Redis broker no longer holds is sent again.
+    lost_message_after_s: float = 5.0
+    # A job queued this long without starting may have lost its message (a broker that cannot
+    # be asked, or a backlog too long to read): send it again.
     stale_queued_s: float = 120.0
     task_time_limit_s: int = 300
 

@@ -66,13 +66,11 @@ def sweep_outbox(self: Task[Any, Any]) -> int:
 def reap_jobs(self: Task[Any, Any]) -> int:
     """Hand out again the jobs whose worker died (lease ran out) and overdue retries."""
     from vamu_tasks.features import FEATURES
+    from vamu_tasks.reaper import reap
     from vamu_tasks.sender import CelerySender
 
     container = get_container()
-    settings = container.settings
-    found = container.store.reap(
-        grace_s=settings.job_lease_s, stale_queued_s=settings.stale_queued_s
-    )
+    found = reap(container.store, container.settings, container.broker_inventory)
     sender = CelerySender(self.app)
     for job_id, feature in found:
         sender.send(FEATURES[feature], job_id)  # type: ignore[index]

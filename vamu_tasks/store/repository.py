@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import ColumnElement, Engine, create_engine, event, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -144,6 +144,11 @@ class _RowDelivery:
         self._row.attempts += 1
         self._row.last_error = error[:MAX_ERROR_MESSAGE]
         self._row.next_attempt_at = utcnow() + timedelta(seconds=retry_in_s)
+
+
+def _never_started() -> tuple[ColumnElement[bool], ...]:
+    """Queued, never run and never sent again: only its first task message stands for it."""
+    return (AiJob.status == "queued", AiJob.attempts == 0, AiJob.retry_at.is_(None))
 
 
 class Database:
@@ -316,18 +321,39 @@ class SqlAlchemyJobStore:
         cutoff = now - timedelta(seconds=stale_s)
         rows = session.scalars(
             select(AiJob)
-            .where(
-                AiJob.status == "queued",
-                AiJob.retry_at.is_(None),
-                AiJob.attempts == 0,
-                AiJob.created_at < cutoff,
-            )
+            .where(*_never_started(), AiJob.created_at < cutoff)
             .limit(limit)
             .with_for_update(skip_locked=True)
         ).all()
         for row in rows:
             row.retry_at = now + timedelta(seconds=stale_s)
         return [(row.id, row.feature) for row in rows]
+
+    def unstarted_jobs(self, older_than_s: float, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self._session() as session:
+            rows = session.execute(
+                select(AiJob.id, AiJob.feature)
+                .where(*_never_started(), AiJob.created_at < cutoff)
+                .order_by(AiJob.created_at)
+                .limit(limit)
+            ).all()
+        return [(row.id, row.feature) for row in rows]
+
+    def claim_unstarted(
+        self, job_ids: Sequence[uuid.UUID], hold_s: float
+    ) -> list[tuple[uuid.UUID, str]]:
+        if not job_ids:
+            return []
+        with self._session() as session:
+            rows = session.scalars(
+                select(AiJob)
+                .where(AiJob.id.in_(job_ids), *_never_started())
+                .with_for_update(skip_locked=True)
+            ).all()
+            for row in rows:
+                row.retry_at = utcnow() + timedelta(seconds=hold_s)
+            return [(row.id, row.feature) for row in rows]
 
     def requeue(
         self,

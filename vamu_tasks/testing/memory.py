@@ -190,6 +190,28 @@ class InMemoryJobStore:
                     found.append((job_id, job.feature))
             return found[:limit]
 
+    def _never_started(self, job: JobRecord) -> bool:
+        return job.status == "queued" and job.attempts == 0 and job.id not in self._retry_at
+
+    def unstarted_jobs(self, older_than_s: float, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
+        cutoff = _now() - timedelta(seconds=older_than_s)
+        with self._lock:
+            jobs = [j for j in self._jobs.values() if self._never_started(j)]
+        jobs = sorted((j for j in jobs if j.created_at < cutoff), key=lambda j: j.created_at)
+        found: list[tuple[uuid.UUID, str]] = [(j.id, j.feature) for j in jobs]
+        return found[:limit]
+
+    def claim_unstarted(
+        self, job_ids: Sequence[uuid.UUID], hold_s: float
+    ) -> list[tuple[uuid.UUID, str]]:
+        with self._lock:
+            known = [self._jobs[i] for i in job_ids if i in self._jobs]
+            claimed = [j for j in known if self._never_started(j)]
+            for job in claimed:
+                self._retry_at[job.id] = _now() + timedelta(seconds=hold_s)
+        ids: list[tuple[uuid.UUID, str]] = [(j.id, j.feature) for j in claimed]
+        return ids
+
     def requeue(
         self,
         job_id: uuid.UUID,
