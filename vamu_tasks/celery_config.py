@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from vamu_tasks import embedded_broker
+from vamu_tasks import embedded_broker, redis_transport
 from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
 from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
@@ -117,6 +117,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+    if settings.effective_broker_url.startswith("redis://"):
+        # kombu's transport, except that a lost connection does not kill the worker.
+        config["broker_transport"] = redis_transport.TRANSPORT
     if broker_kind(settings) == "amqp" and settings.broker_quorum_queues:
         # Quorum queues have no global QoS: Celery must know, and delays use native delivery.
         config["worker_detect_quorum_queues"] = True

@@ -1,0 +1,51 @@
+"""kombu's Redis transport, with one fix: a lost connection no longer kills the worker.
+
+When the broker goes away, Celery's consumer closes its channel, and kombu's `Channel.close`
+restores the messages it holds unacknowledged (retries waiting for their countdown, prefetched
+tasks). By then the channel has dropped its connection pool and the connection its parameters,
+so building a client for the restore fails with `AttributeError: 'NoneType' object has no
+attribute 'hostname'`, which Celery treats as unrecoverable: the worker exits instead of
+reconnecting (kombu 5.x; the same path as celery/kombu#970 and #582; docs/reliability.md,
+bug E).
+
+Nothing is lost by skipping that restore: the messages are still in Redis's `unacked` hash, and
+the visibility-timeout sweep puts them back in their queues (within `VAMU_BROKER_VISIBILITY_
+TIMEOUT_S`). Used for `redis://` brokers through Celery's `broker_transport`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+log = logging.getLogger(__name__)
+
+
+class QoS(kombu_redis.QoS):
+    def restore_unacked(self, client: Any = None) -> None:
+        try:
+            super().restore_unacked(client)
+        except Exception as exc:  # best effort at close: what is not put back stays in Redis
+            delivered = self._delivered
+            held = len(delivered) if delivered is not None else 0
+            if delivered is not None:
+                delivered.clear()
+            log.warning(
+                "broker connection lost before %d unacknowledged message(s) could be put back "
+                "(%s); Redis keeps them and returns them after the visibility timeout",
+                held,
+                type(exc).__name__,
+            )
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+TRANSPORT = f"{__name__}:Transport"
