@@ -628,6 +628,9 @@ def rigs(tmp: Path) -> Iterator[Callable[..., Rig]]:
             "VAMU_BRIDGE_LOCK_DURATION_MS": "2000",
             "VAMU_BRIDGE_STALLED_INTERVAL_MS": "1000",
             "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": "0",
+            # A job queued this long without starting is sent again (its message may be lost);
+            # 120 s by default, shorter here so the tests see it happen.
+            "VAMU_STALE_QUEUED_S": "20",
             **env,
         }
         rig = Rig(tag, rig_tmp, db_url, redis_base, llm, api, webhook, base_env)
