@@ -6,11 +6,13 @@ tasks). By then the channel has dropped its connection pool and the connection i
 so building a client for the restore fails with `AttributeError: 'NoneType' object has no
 attribute 'hostname'`, which Celery treats as unrecoverable: the worker exits instead of
 reconnecting (kombu 5.x; the same path as celery/kombu#970 and #582; docs/reliability.md,
-bug E).
+bug E). A task still running through the reconnect (the threads pool cannot cancel it) later
+acknowledges on that closed channel and crashes the worker the same way.
 
-Nothing is lost by skipping that restore: the messages are still in Redis's `unacked` hash, and
-the visibility-timeout sweep puts them back in their queues (within `VAMU_BROKER_VISIBILITY_
-TIMEOUT_S`). Used for `redis://` brokers through Celery's `broker_transport`.
+Nothing is lost by skipping either: the messages are still in Redis's `unacked` hash, and the
+visibility-timeout sweep puts them back in their queues (within `VAMU_BROKER_VISIBILITY_
+TIMEOUT_S`), where a copy of an ended job does nothing. Used for `redis://` brokers through
+Celery's `broker_transport`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,26 @@ log = logging.getLogger(__name__)
 
 
 class QoS(kombu_redis.QoS):
+    def _connection_gone(self) -> bool:
+        transport = self.channel.connection
+        return transport is None or transport.client is None
+
+    def ack(self, delivery_tag: Any) -> None:
+        # A task that ran through a reconnect (the threads pool cannot cancel it) acks on the
+        # channel it came from, which is closed: kombu would crash the worker building a client
+        # for it. Its entry stays in `unacked`; the copy the visibility timeout returns finds
+        # the job ended and does nothing.
+        if self._connection_gone():
+            log.info("message %s: its broker connection closed; not acknowledged", delivery_tag)
+            return
+        super().ack(delivery_tag)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        if self._connection_gone():
+            log.info("message %s: its broker connection closed; not rejected", delivery_tag)
+            return
+        super().reject(delivery_tag, requeue=requeue)
+
     def restore_unacked(self, client: Any = None) -> None:
         try:
             super().restore_unacked(client)
