@@ -7,6 +7,7 @@ This is the part every feature shares and that knows nothing of Celery: the task
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -22,6 +23,8 @@ from vamu_tasks.ports import JobStore
 log = logging.getLogger(__name__)
 
 FAILED_EVENT = "ai-job-failed"
+# How stale a cancellation may be when a running job notices it (see cancel_checkpoint).
+CANCEL_CHECK_EVERY_S = 0.5
 
 Handler = Callable[[JobRecord, SpendMeter], FeatureResult]
 
@@ -34,6 +37,7 @@ class JobOutcome:
     status: str
     error_kind: str | None = None
     notifications: list[uuid.UUID] = field(default_factory=list)
+    record: JobRecord | None = None
 
 
 class AttemptFailed(Exception):
@@ -89,7 +93,7 @@ def run_job(
         return fail_job(store, job, "internal", f"{type(exc).__name__}: {exc}"[:500], meter.spend)
     notes = [ready_notification(job, output.ready_event, output.ready_data)] if job.notify else []
     done = store.succeed(job.id, output.result, meter.spend, notes)
-    return _outcome(store, done)
+    return _outcome(store, done, notes, "succeeded")
 
 
 # Features whose contract also promises a "finished" event when they fail.
@@ -101,7 +105,7 @@ def fail_job(
 ) -> JobOutcome:
     notes = failure_notifications(job, error_kind, "failed")
     done = store.fail(job.id, error_kind, message, spend or Spend(), notes)
-    return _outcome(store, done)
+    return _outcome(store, done, notes, "failed")
 
 
 def failure_notifications(job: JobRecord, error_kind: str, status: str) -> list[Notification]:
@@ -123,16 +127,28 @@ def cancel_job(store: JobStore, job_id: uuid.UUID, reason: str) -> JobOutcome | 
     job = store.get_job(job_id)
     if job is None or job.is_terminal:
         return None
-    done = store.cancel(job_id, reason, failure_notifications(job, "cancelled", "cancelled"))
+    notes = failure_notifications(job, "cancelled", "cancelled")
+    done = store.cancel(job_id, reason, notes)
     if done.status != "cancelled":
         return None
-    return _outcome(store, done)
+    return _outcome(store, done, notes, "cancelled")
 
 
-def cancel_checkpoint(store: JobStore, job_id: uuid.UUID) -> Callable[[], None]:
-    """A check a use case calls between LLM calls, tool steps and stream chunks."""
+def cancel_checkpoint(
+    store: JobStore, job_id: uuid.UUID, every_s: float = CANCEL_CHECK_EVERY_S
+) -> Callable[[], None]:
+    """A check a use case calls between LLM calls, tool steps and stream chunks.
+
+    It reads the row at most every `every_s`, counting from now (the attempt has just read it
+    to start): a streamed reply would otherwise cost a query per chunk.
+    """
+    last = time.monotonic()
 
     def check() -> None:
+        nonlocal last
+        if time.monotonic() - last < every_s:
+            return
+        last = time.monotonic()
         job = store.get_job(job_id)
         if job is not None and job.status == "cancelled":
             raise JobCancelled(f"Job {job_id} was cancelled while it ran.")
@@ -140,6 +156,15 @@ def cancel_checkpoint(store: JobStore, job_id: uuid.UUID) -> Callable[[], None]:
     return check
 
 
-def _outcome(store: JobStore, job: JobRecord) -> JobOutcome:
-    pending = store.pending_notifications(job.id) if job.is_terminal else []
-    return JobOutcome(job.id, job.status, job.error_kind, pending)
+def _outcome(
+    store: JobStore,
+    job: JobRecord,
+    notes: list[Notification] | None = None,
+    committed_as: str | None = None,
+) -> JobOutcome:
+    if committed_as is not None and job.status == committed_as and notes is not None:
+        # This call wrote the outbox rows with the commit: their ids are the pending ones.
+        pending = [note.id for note in notes]
+    else:
+        pending = store.pending_notifications(job.id) if job.is_terminal else []
+    return JobOutcome(job.id, job.status, job.error_kind, pending, job)
