@@ -1152,19 +1152,19 @@ class Suite:
 
     def whatif(self) -> None:
         """The default stack with one setting changed, at the same offered load as
-        zero_sustain/vamu: VAMU_BRIDGE_CONCURRENCY (and the sync queue's) 50 -> 4. While one
-        slot of a bullmq-python Worker blocks waiting for a job, every other idle slot runs the
-        moveToActive script and comes back empty, so at a low rate each job costs the bridge
-        about a hundred Lua scripts (see docs/performance.md, "Profile")."""
+        zero_sustain/vamu: VAMU_BRIDGE_CONCURRENCY (and the sync queue's) back at the old
+        default, 50. While one slot of a bullmq-python Worker blocks waiting for a job, every
+        other idle slot runs the moveToActive script and comes back empty, so at a low rate each
+        job cost the bridge about a hundred Lua scripts (see docs/performance.md, "Profile")."""
         base = self.sc.get("zero_sustain/vamu")
         if not base:
             return
-        env = {"VAMU_BRIDGE_CONCURRENCY": "4", "VAMU_BRIDGE_SYNC_CONCURRENCY": "4"}
+        env = {"VAMU_BRIDGE_CONCURRENCY": "50", "VAMU_BRIDGE_SYNC_CONCURRENCY": "50"}
         plan = {**self.plan.zero_sustain, "rate": base["params"]["rate"]}
         with self.stack("vamu", workers=1, env=env) as s:
-            result = self.bench.scenario(s, "whatif-bridge4", **plan)
-        result["label"] += ", VAMU_BRIDGE_CONCURRENCY=4"
-        self.sc["whatif_bridge4/vamu"] = result
+            result = self.bench.scenario(s, "whatif-bridge50", **plan)
+        result["label"] += ", VAMU_BRIDGE_CONCURRENCY=50"
+        self.sc["whatif_bridge50/vamu"] = result
 
     def profile_run(self) -> None:
         with self.stack("vamu", workers=1, profile=True) as s:
@@ -1340,7 +1340,7 @@ def _calls_table(sc: dict[str, Any]) -> list[str]:
            "| scenario | SQL statements + commits + checkouts, by process | Redis commands, by "
            "process | PostgreSQL transactions |", "|---|---|---|---|"]
     for key in ("zero_capacity/vamu", "zero_capacity/bullmq-python",
-                "zero_capacity/celery-defaults", "zero_sustain/vamu", "whatif_bridge4/vamu",
+                "zero_capacity/celery-defaults", "zero_sustain/vamu", "whatif_bridge50/vamu",
                 "zero_sustain/bullmq-python"):
         s = sc.get(key)
         if not s:

@@ -121,8 +121,11 @@ class Settings(BaseSettings):
     bullmq_queue: str = "vamu-ai"
     bullmq_sync_queue: str = "vamu-ai-sync"
     bullmq_prefix: str = "bull"
-    bridge_concurrency: int = 50
-    bridge_sync_concurrency: int = 50
+    # A few slots are enough (the work runs in a thread pool): each idle slot of a bullmq-python
+    # Worker polls with a Lua script whenever a job arrives, ~90 Redis commands per job at 50.
+    bridge_concurrency: int = 4
+    # A sync job holds its slot until its result is ready.
+    bridge_sync_concurrency: int = 16
     bridge_sync_timeout_s: float = 30.0
     bridge_lock_duration_ms: int = 30_000
     bridge_stalled_interval_ms: int = 30_000

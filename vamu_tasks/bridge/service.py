@@ -77,7 +77,8 @@ def accept_job(
         raise InvalidJobData(exc.message) from exc
     user_id = str(request["userId"])
     ref = source_ref(queue, bullmq_job_id, request.get("requestId"))
-    existing = store.find_job("bullmq", ref)
+    # Only the quota needs to know up front whether this is a redelivery of a job we have.
+    existing = store.find_job("bullmq", ref) if quota.limit > 0 else None
     if existing is None and not quota.take(user_id):
         raise QuotaExceededForUser(f"user {user_id!r} already started {quota.limit} jobs this hour")
     created = False
