@@ -101,6 +101,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout_s: float = 5.0
     notify_max_retries: int = 8
+    # Deliver a job's notifications from the worker that committed it; the notify queue gets
+    # only the ones that failed there (and agent steps, and the outbox sweep).
+    notify_inline: bool = True
     outbox_sweep_interval_s: float = 15.0
     outbox_stale_after_s: float = 30.0
 

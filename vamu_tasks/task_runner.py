@@ -18,6 +18,7 @@ from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.errors import LeaseHeld, StoreUnavailable
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
 from vamu_tasks.jobs import AttemptFailed, Handler, JobOutcome, fail_job, run_job
+from vamu_tasks.notify.service import deliver as deliver_notification
 from vamu_tasks.retry_policy import RetryPolicy, decide
 from vamu_tasks.tracing import current_trace
 
@@ -64,7 +65,7 @@ def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> 
     except StoreUnavailable as exc:
         # The database went away before the attempt could start or end: try again later.
         raise task.retry(countdown=policy_for(container).backoff(task.request.retries)) from exc
-    send_notifications(task, outcome)
+    send_notifications(task, outcome, container)
     _count_outcome(container, outcome)
     return TaskOutcome(job_id=outcome.job_id, status=outcome.status, error_kind=outcome.error_kind)
 
@@ -132,7 +133,7 @@ def _after_transient(
 def _count_outcome(container: Container, outcome: JobOutcome) -> None:
     if outcome.status not in ("succeeded", "failed", "cancelled"):
         return
-    job = container.store.get_job(outcome.job_id)
+    job = outcome.record or container.store.get_job(outcome.job_id)
     if job is None or job.finished_at is None:
         return
     metrics.JOBS_FINISHED.labels(job.feature, job.status, job.error_kind or "").inc()
@@ -145,8 +146,36 @@ def event_kwargs(event_id: uuid.UUID) -> dict[str, Any]:
     return {"ref": {"event_id": str(event_id)}}
 
 
-def send_notifications(task: Task[Any, Any], outcome: JobOutcome) -> None:
-    dispatch_notifications(task.app, outcome.notifications)
+def send_notifications(task: Task[Any, Any], outcome: JobOutcome, container: Container) -> None:
+    ids = outcome.notifications
+    if container.settings.notify_inline:
+        ids = deliver_inline(container, ids)
+    dispatch_notifications(task.app, ids)
+
+
+def deliver_inline(container: Container, event_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    """Deliver committed notifications from this worker at once; the ones that did not go out
+    are returned for the notify queue, which retries them with backoff.
+
+    A second Celery task per job cost more CPU than the job's own database work, and a hop of
+    latency (docs/performance.md); the outbox row keeps delivery at least once either way.
+    """
+    left: list[uuid.UUID] = []
+    for event_id in event_ids:
+        try:
+            report = deliver_notification(
+                container.store,
+                container.transports,
+                event_id,
+                retry_in_s=container.settings.outbox_stale_after_s,
+            )
+        except Exception:
+            log.warning("notification %s: inline delivery failed; queued", event_id, exc_info=True)
+            left.append(event_id)
+            continue
+        if not report.complete:
+            left.append(event_id)
+    return left
 
 
 def dispatch_notifications(app: Celery, event_ids: list[uuid.UUID]) -> None:
