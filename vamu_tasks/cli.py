@@ -189,9 +189,11 @@ def _enqueue(
         click.echo(json.dumps({"jobId": str(job.id), "celeryTaskId": task_id}))
         if not wait:
             return
+        deadline = time.monotonic() + timeout
         if follow is not None:
             follow(settings, job.id, store, timeout)
-        job = wait_for_job(store, job.id, timeout_s=timeout)
+        # One --timeout for following the stream and waiting for the row together.
+        job = wait_for_job(store, job.id, timeout_s=max(0.0, deadline - time.monotonic()))
         if job.status == "succeeded":
             click.echo(json.dumps(job.result, indent=2, ensure_ascii=False))
             return
