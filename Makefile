@@ -44,7 +44,7 @@ integration: install node-deps
 e2e: install node-deps
 	$(BIN)/pytest tests/e2e -q
 
-# The fault suite (tests/chaos, ~15 min) has its own target; .ci/run runs both.
+# The fault suite (tests/chaos, ~6 min, docs/reliability.md) has its own target; .ci/run runs both.
 test: install node-deps lint typecheck
 	$(BIN)/pytest -q --ignore=tests/chaos
 

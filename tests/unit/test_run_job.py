@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from decimal import Decimal
 
 import pytest
 
 from vamu_tasks.domain import FeatureResult, JobRecord, LLMResult, NewJob, Usage, event_id_for
-from vamu_tasks.errors import ProviderTimeout, RateLimited, UserNotFound
+from vamu_tasks.errors import JobCancelled, ProviderTimeout, RateLimited, UserNotFound
 from vamu_tasks.jobs import (
     FAILED_EVENT,
     AttemptFailed,
+    cancel_checkpoint,
+    cancel_job,
     failed_notification,
     ready_notification,
     run_job,
@@ -228,3 +231,15 @@ def test_attempts_count_up_across_redeliveries_until_the_job_succeeds() -> None:
     assert (row.status, row.attempts) == ("succeeded", 3)
     assert row.started_at == first_start
     assert [n.event for n in notes(store)] == [READY]
+
+
+def test_a_cancellation_is_noticed_at_the_first_check_after_the_interval() -> None:
+    store = InMemoryJobStore()
+    job = new_job(store)
+    check = cancel_checkpoint(store, job.id, every_s=0.05)
+    cancel_job(store, job.id, "operator")
+
+    check()  # within the interval: the row was read a moment ago, no query
+    time.sleep(0.06)
+    with pytest.raises(JobCancelled):
+        check()
