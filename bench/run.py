@@ -891,7 +891,7 @@ FOCUS = [
     ("SQLAlchemy pool pre-ping", "_do_ping"),
     ("NestJS API client (httpx2)", "HttpNestApiClient.get_context"),
     ("OpenAI SDK call", "OpenAIProvider.complete"),
-    ("send notify task (kombu publish)", "send_notifications"),
+    ("notifications after the commit (inline delivery)", "send_notifications"),
     ("Celery send_task (bridge)", "CelerySender.send"),
     ("Socket.IO emit (Redis PUBLISH)", "SocketIOTransport.send"),
     ("BullMQ worker: fetch next job", "Worker.getNextJob"),

@@ -176,13 +176,30 @@ def test_no_worker_thread_sleeps_on_a_retry_after(make_rig, figures):
 
 def test_a_per_provider_budget_shared_through_redis_holds_across_workers(own_redis, make_rig,
                                                                           figures):
-    """`VAMU_LLM_RPM_LIMIT` 20 with two LLM worker processes on one Redis: 30 jobs at once. The
-    provider never sees more than 20 requests in a clock minute; the calls over budget are not
+    """`VAMU_LLM_RPM_LIMIT` 20 with two LLM worker processes on one Redis: 30 jobs at once,
+    against a provider that answers 429 above 25 requests in a clock minute. The provider never
+    sees more than 20 requests in a minute, so it never says 429; the calls over budget are not
     sent but retried when the next minute starts (`VAMU_RETRY_BACKOFF_MAX_S` 65 lets the
     countdown reach it), and every job succeeds."""
-    rpm = 20
+    rpm, provider_rpm = 20, 25
     rig = make_rig(redis_base=own_redis.url, VAMU_LLM_RPM_LIMIT=str(rpm),
                    VAMU_RETRY_BACKOFF_MAX_S="65", VAMU_LLM_FALLBACK="", VAMU_NOTIFY="log")
+    seen: Counter[int] = Counter()
+    refused: list[int] = []
+    lock = threading.Lock()
+
+    def provider_limit(request: RecordedRequest) -> Behaviour:
+        minute = int(time.time() // 60)
+        with lock:
+            seen[minute] += 1
+            over = seen[minute] > provider_rpm
+            if over:
+                refused.append(minute)
+        if over:
+            return Error(429, "Rate limit reached for requests", retry_after=60 - time.time() % 60)
+        return answer(request)
+
+    rig.llm.set_responder(provider_limit)
     start_all(rig.bridge(), rig.notify_worker(), rig.llm_worker("a", concurrency=8),
               rig.llm_worker("b", concurrency=8))
     wall = time.time() - time.monotonic()
@@ -198,7 +215,9 @@ def test_a_per_provider_budget_shared_through_redis_holds_across_workers(own_red
         **{f"status_{k}": v for k, v in sorted(counts.items())},
         "provider_requests_per_clock_minute": sorted(per_minute.values(), reverse=True),
         "jobs_retried_for_the_budget": sum(1 for r in rows if r.attempts > 1),
+        "provider_limit_rpm": provider_rpm, "provider_429s": len(refused),
     })
     assert counts["succeeded"] == 30, counts
     assert max(per_minute.values()) <= rpm, per_minute
+    assert not refused
     assert figures["jobs_retried_for_the_budget"] >= 30 - rpm
