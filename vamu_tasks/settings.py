@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     notify_inline: bool = True
     outbox_sweep_interval_s: float = 15.0
     outbox_stale_after_s: float = 30.0
+    # A notification still undelivered this long after its job ended is given up (kept, with
+    # the reason, but no longer sent).
+    outbox_give_up_after_s: float = 86_400.0
 
     flower_user: str = "admin"
     flower_password: SecretStr | None = None

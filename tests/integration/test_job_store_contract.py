@@ -15,6 +15,7 @@ import pytest
 from vamu_tasks.domain import JobRecord, NewJob, Notification, Spend, Usage, event_id_for
 from vamu_tasks.errors import StoreUnavailable
 from vamu_tasks.store.migrate import upgrade
+from vamu_tasks.store.models import NotificationOutbox
 from vamu_tasks.store.repository import SqlAlchemyJobStore
 from vamu_tasks.testing.memory import InMemoryJobStore
 
@@ -426,6 +427,34 @@ def test_claiming_stale_notifications_returns_only_old_undelivered_ones_once(
     assert ready(stale).id in claimed
     assert not {ready(delivered).id, ready(retry_later).id, ready(fresh).id} & set(claimed)
     assert ready(stale).id not in again
+
+
+def test_a_notification_undelivered_for_too_long_is_given_up_once_and_no_longer_swept(
+    sql_store: SqlAlchemyJobStore,
+) -> None:
+    store = sql_store
+    old, delivered = started_job(store), started_job(store)
+    for job in (old, delivered):
+        store.succeed(job.id, {"ideas": []}, Spend(), [ready(job)])
+    for transport in TRANSPORTS:
+        store.mark_delivered(ready(delivered).id, transport)
+    store.record_delivery_failure(ready(old).id, "webhook: 503", retry_in_s=0)
+    time.sleep(0.3)
+    fresh = started_job(store)
+    store.succeed(fresh.id, {"ideas": []}, Spend(), [ready(fresh)])
+
+    first = store.give_up_notifications(older_than_s=0.2)
+    second = store.give_up_notifications(older_than_s=0.2)
+    time.sleep(0.3)
+    swept = store.claim_stale_notifications(older_than_s=0.2, limit=100_000)
+
+    assert first >= 1 and second == 0  # the fixture database may hold older ones too
+    assert ready(old).id not in swept
+    assert ready(fresh).id in swept  # young enough to keep trying
+    with store.db.transaction() as session:
+        row = session.get(NotificationOutbox, ready(old).id)
+        assert row is not None and row.delivered_at is None
+        assert row.last_error == "given up: undelivered after 0.2s; webhook: 503"
 
 
 def test_a_claimed_notification_is_claimable_again_once_the_claim_is_old(

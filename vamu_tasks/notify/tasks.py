@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from vamu_tasks.bootstrap import get_container
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
+from vamu_tasks.metrics import NOTIFICATIONS
 from vamu_tasks.notify.service import deliver as deliver_notification
 from vamu_tasks.retry_policy import RetryPolicy
 from vamu_tasks.task_runner import event_kwargs
@@ -54,6 +55,14 @@ def deliver(self: Task[Any, Any], ref: EventRef) -> list[str]:
 def sweep_outbox(self: Task[Any, Any]) -> int:
     """Re-send notifications whose job committed but whose delivery never happened."""
     container = get_container()
+    given_up = container.store.give_up_notifications(container.settings.outbox_give_up_after_s)
+    if given_up:
+        NOTIFICATIONS.labels("any", "given_up").inc(given_up)
+        log.error(
+            "gave up %d notification(s) undelivered for %gs; see notification_outbox.last_error",
+            given_up,
+            container.settings.outbox_give_up_after_s,
+        )
     ids = container.store.claim_stale_notifications(container.settings.outbox_stale_after_s)
     for event_id in ids:
         self.app.send_task(DELIVER_TASK, kwargs=event_kwargs(event_id), queue=NOTIFY_QUEUE)

@@ -146,6 +146,10 @@ class _RowDelivery:
         self._row.next_attempt_at = utcnow() + timedelta(seconds=retry_in_s)
 
 
+# A given-up notification's next attempt: never (a date every backend can store).
+GIVEN_UP = datetime(9999, 1, 1, tzinfo=UTC)
+
+
 def _never_started() -> tuple[ColumnElement[bool], ...]:
     """Queued, never run and never sent again: only its first task message stands for it."""
     return (AiJob.status == "queued", AiJob.attempts == 0, AiJob.retry_at.is_(None))
@@ -532,6 +536,31 @@ class SqlAlchemyJobStore:
             row.attempts += 1
             row.last_error = error[:MAX_ERROR_MESSAGE]
             row.next_attempt_at = utcnow() + timedelta(seconds=retry_in_s)
+
+    def give_up_notifications(self, older_than_s: float) -> int:
+        """Stop sending notifications still undelivered `older_than_s` after they were written
+        (a receiver gone for good would otherwise be retried for ever); how many were given up.
+
+        The rows stay, with the reason in `last_error`, for an operator to look at.
+        """
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        with self._session() as session:
+            rows = list(
+                session.scalars(
+                    select(NotificationOutbox)
+                    .where(
+                        NotificationOutbox.delivered_at.is_(None),
+                        NotificationOutbox.created_at < cutoff,
+                        NotificationOutbox.next_attempt_at < GIVEN_UP,
+                    )
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for row in rows:
+                row.next_attempt_at = GIVEN_UP
+                reason = f"given up: undelivered after {older_than_s:g}s"
+                row.last_error = f"{reason}; {row.last_error}" if row.last_error else reason
+            return len(rows)
 
     def claim_stale_notifications(self, older_than_s: float, limit: int = 100) -> list[uuid.UUID]:
         """Undelivered notifications nobody has tried for a while; claimed for `older_than_s`."""
