@@ -22,10 +22,12 @@ from vamu_tasks.testing.fake_llm import (
     Error,
     FakeLLMServer,
     Hang,
+    Refusal,
     StreamError,
     Text,
     ToolCall,
     Truncated,
+    behaviour_from_dict,
     behaviour_to_dict,
 )
 
@@ -58,6 +60,7 @@ IDEA_SCHEMA = {
     "additionalProperties": False,
 }
 USER: list[Any] = [{"role": "user", "content": "hello there"}]
+REFUSAL = "I'm sorry, but I can't help with that."
 
 
 class Idea(BaseModel):
@@ -221,6 +224,57 @@ def test_openai_responses_truncated_plain_answer_is_incomplete(server, oai):
     assert response.incomplete_details.reason == "max_output_tokens"
 
 
+def test_openai_responses_refusal_is_a_refusal_content_part(server, oai):
+    server.push(Refusal(REFUSAL))
+    response = oai.responses.create(model=OPENAI_MODEL, input="hi")
+    assert response.status == "completed"
+    assert response.incomplete_details is None
+    assert response.usage is not None
+    [item] = response.output
+    assert item.type == "message"
+    [part] = item.content
+    assert part.type == "refusal"
+    assert part.refusal == REFUSAL
+    assert response.output_text == ""
+
+
+def test_openai_responses_refusal_streams_refusal_events(server, oai):
+    server.push(Refusal(REFUSAL), Refusal(REFUSAL))
+    with oai.responses.create(model=OPENAI_MODEL, input="hi", stream=True) as stream:
+        events = list(stream)
+    types = [e.type for e in events]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert types[-4:] == [
+        "response.refusal.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert set(types[4:-4]) == {"response.refusal.delta"}
+    assert events[3].part.type == "refusal"
+    assert events[3].part.refusal == ""
+    assert "".join(e.delta for e in events if e.type == "response.refusal.delta") == REFUSAL
+    assert events[-4].refusal == REFUSAL
+    assert events[-3].part.type == "refusal"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert len({e.item_id for e in events if hasattr(e, "item_id")}) == 1
+    assert "response.output_text.delta" not in types
+
+    # The SDK's stream helper accumulates it into the same final response.
+    with oai.responses.stream(model=OPENAI_MODEL, input="hi") as helper:
+        list(helper)
+        final = helper.get_final_response()
+    assert final.status == "completed"
+    [item] = final.output
+    assert item.type == "message"
+    assert [(p.type, getattr(p, "refusal", None)) for p in item.content] == [("refusal", REFUSAL)]
+
+
 def test_openai_responses_stream_error_raises_api_error(server, oai):
     server.push(StreamError(error_type="server_error", message="boom"))
     with pytest.raises(openai.APIError, match="boom"):
@@ -324,6 +378,28 @@ def test_openai_chat_truncated_plain_answer_stops_for_length(server, oai):
     server.push(Truncated())
     completion = oai.chat.completions.create(model=OPENAI_MODEL, messages=USER)
     assert completion.choices[0].finish_reason == "length"
+
+
+def test_openai_chat_refusal_is_in_message_refusal_plain_and_streamed(server, oai):
+    server.push(Refusal(REFUSAL), Refusal(REFUSAL), Refusal(REFUSAL))
+    completion = oai.chat.completions.create(model=OPENAI_MODEL, messages=USER)
+    choice = completion.choices[0]
+    assert choice.message.refusal == REFUSAL
+    assert choice.message.content is None
+    assert choice.finish_reason == "stop"
+
+    with oai.chat.completions.create(model=OPENAI_MODEL, messages=USER, stream=True) as stream:
+        chunks = list(stream)
+    assert "".join(c.choices[0].delta.refusal or "" for c in chunks) == REFUSAL
+    assert all(not c.choices[0].delta.content for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+    with oai.chat.completions.stream(model=OPENAI_MODEL, messages=USER) as helper:
+        events = [e.type for e in helper]
+        final = helper.get_final_completion()
+    assert "refusal.done" in events
+    assert final.choices[0].message.refusal == REFUSAL
+    assert final.choices[0].message.content is None
 
 
 def test_openai_chat_stream_error_raises_api_error(server, oai):
@@ -495,6 +571,49 @@ def test_anthropic_tool_use_is_parsed_plain_and_streamed(server, claude):
     assert final.stop_reason == "tool_use"
     assert streamed.type == "tool_use"
     assert (streamed.id, streamed.name, streamed.input) == ("toolu_x", "get_weather", args)
+
+
+def test_anthropic_refusal_stops_with_stop_reason_refusal(server, claude):
+    server.push(Refusal(REFUSAL), Refusal(REFUSAL, partial="Hello.."))
+    message = claude.messages.create(model=CLAUDE_MODEL, max_tokens=64, messages=USER)
+    assert message.stop_reason == "refusal"
+    assert message.content == []
+    assert message.stop_details is not None
+    assert message.stop_details.type == "refusal"
+    assert message.stop_details.explanation == REFUSAL
+
+    partial = claude.messages.create(model=CLAUDE_MODEL, max_tokens=64, messages=USER)
+    assert partial.stop_reason == "refusal"
+    assert [(b.type, getattr(b, "text", None)) for b in partial.content] == [("text", "Hello..")]
+
+
+def test_anthropic_refusal_streams_a_message_delta_with_stop_reason_refusal(server, claude):
+    server.push(Refusal(REFUSAL), Refusal(REFUSAL, partial="I will explain how"))
+    with claude.messages.create(
+        model=CLAUDE_MODEL, max_tokens=64, messages=USER, stream=True
+    ) as stream:
+        events = list(stream)
+    # Refused before any text: no content block at all.
+    assert [e.type for e in events] == ["message_start", "message_delta", "message_stop"]
+    delta = events[1]
+    assert delta.type == "message_delta"
+    assert delta.delta.stop_reason == "refusal"
+    assert delta.delta.stop_details is not None
+    assert delta.delta.stop_details.explanation == REFUSAL
+
+    with claude.messages.stream(model=CLAUDE_MODEL, max_tokens=64, messages=USER) as helper:
+        pieces = list(helper.text_stream)
+        final = helper.get_final_message()
+    assert "".join(pieces) == "I will explain how"
+    assert final.stop_reason == "refusal"
+    assert final.content[0].type == "text"
+    assert final.content[0].text == "I will explain how"
+
+
+def test_refusal_round_trips_through_the_control_format():
+    refusal = Refusal("no", partial="well")
+    assert behaviour_to_dict(refusal) == {"kind": "refusal", "text": "no", "partial": "well"}
+    assert behaviour_from_dict(behaviour_to_dict(refusal)) == refusal
 
 
 def test_anthropic_rate_limit_maps_to_rate_limit_error_with_retry_after(server, claude):

@@ -17,7 +17,15 @@ import pytest
 from pydantic import SecretStr
 
 from tests.conftest import LLM_KEY
-from vamu_tasks.domain import LLMRequest, LLMResult, Message, OutputSchema, Usage
+from vamu_tasks.domain import (
+    LLMRequest,
+    LLMResult,
+    Message,
+    OutputSchema,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
 from vamu_tasks.errors import (
     ContentFiltered,
     ContextLengthExceeded,
@@ -37,6 +45,7 @@ from vamu_tasks.testing.fake_llm import (
     Error,
     FakeLLMServer,
     Hang,
+    Refusal,
     Text,
     Truncated,
 )
@@ -79,6 +88,8 @@ class Provider(Protocol):
     model: str
 
     def complete(self, request: LLMRequest) -> LLMResult: ...
+
+    def stream(self, request: LLMRequest) -> Iterator[StreamEvent]: ...
 
     def close(self) -> None: ...
 
@@ -434,11 +445,51 @@ def test_an_openai_content_policy_error_is_content_filtered(
     assert error.error_kind == "content_filter"
 
 
-def test_a_model_refusal_is_content_filtered() -> None:
-    pytest.skip(
-        "FakeLLMServer cannot produce a refusal: it has no behaviour for Anthropic "
-        "stop_reason='refusal' nor for an OpenAI output item with a 'refusal' content part"
-    )
+def test_a_model_refusal_is_content_filtered(provider: Provider, fake_llm: FakeLLMServer) -> None:
+    # OpenAI: a `refusal` content part in a completed response; Anthropic: stop_reason "refusal".
+    error = failure_of(provider, fake_llm, Refusal("I'm sorry, but I can't help with that."))
+
+    assert isinstance(error, ContentFiltered)
+    assert error.error_kind == "content_filter"
+    assert not error.retryable
+    if provider.name == "openai":
+        assert "I'm sorry, but I can't help with that." in error.message
+
+
+def test_an_anthropic_refusal_after_some_text_is_content_filtered_not_a_short_answer(
+    anthropic_provider: Provider, fake_llm: FakeLLMServer
+) -> None:
+    # Claude's classifiers can stop an answer already under way: the text so far comes back
+    # with stop_reason "refusal", and it must not pass for the whole answer.
+    error = failure_of(anthropic_provider, fake_llm, Refusal(partial="Step one: take the"))
+
+    assert isinstance(error, ContentFiltered)
+    assert error.error_kind == "content_filter"
+
+
+def test_a_model_refusal_in_a_stream_is_content_filtered_without_a_final_result(
+    provider: Provider, fake_llm: FakeLLMServer
+) -> None:
+    partial = "Step one: take the" if provider.name == "anthropic" else ""
+    fake_llm.push(Refusal("I'm sorry, but I can't help with that.", partial=partial))
+    deltas: list[str] = []
+    finals: list[LLMResult] = []
+
+    with pytest.raises(VamuError) as caught:
+        for event in provider.stream(QUESTION):
+            if isinstance(event, TextDelta):
+                deltas.append(event.text)
+            else:
+                finals.append(event)
+
+    error = caught.value
+    assert isinstance(error, ContentFiltered)
+    assert error.error_kind == "content_filter"
+    assert finals == []
+    # The refusal text is not the model's answer; Claude's partial text was streamed before.
+    assert "".join(deltas) == partial
+    [sent] = fake_llm.requests
+    assert sent.stream is True
 
 
 @pytest.mark.parametrize(

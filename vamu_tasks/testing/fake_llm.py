@@ -28,6 +28,7 @@ __all__ = [
     "FakeLLMServer",
     "Hang",
     "RecordedRequest",
+    "Refusal",
     "Responder",
     "StreamError",
     "Text",
@@ -121,7 +122,25 @@ class Truncated:
     after_chunks: int = 2
 
 
-Behaviour: TypeAlias = Text | ToolCall | Error | Hang | DropStream | StreamError | Truncated
+@dataclass(frozen=True)
+class Refusal:
+    """The model declines to answer, as each API says so.
+
+    OpenAI finishes normally with `text` as the refusal: a `refusal` content part (Responses)
+    or `message.refusal` (Chat). Claude 4 has no refusal text: its streaming classifiers stop
+    the answer with `stop_reason: "refusal"` after whatever `partial` text it had written (often
+    none), and `text` becomes the explanation in `stop_details`.
+    """
+
+    text: str = "I'm sorry, but I can't help with that."
+    partial: str = ""
+
+
+Behaviour: TypeAlias = (
+    Text | ToolCall | Refusal | Error | Hang | DropStream | StreamError | Truncated
+)
+# The behaviours that answer 200 with a message or a stream.
+_Spoken: TypeAlias = Text | ToolCall | Refusal | DropStream | StreamError | Truncated
 
 
 @dataclass(frozen=True)
@@ -140,6 +159,7 @@ Responder: TypeAlias = Callable[[RecordedRequest], Behaviour]
 _KINDS: dict[str, type[Any]] = {
     "text": Text,
     "tool_call": ToolCall,
+    "refusal": Refusal,
     "error": Error,
     "hang": Hang,
     "drop_stream": DropStream,
@@ -227,16 +247,20 @@ class _Usage:
 
 @dataclass(frozen=True)
 class _Answer:
-    """What the fake model says, whatever the wire: text, or one tool call's JSON arguments."""
+    """What the fake model says, whatever the wire: text, or one tool call's JSON arguments.
+
+    A refusal carries its refusal text in `refusal`; `text` is then what was written before it.
+    """
 
     text: str
     usage: _Usage
     tool: str | None = None
     call_id: str = ""
     chunk_size: int = 8
+    refusal: str | None = None
 
 
-def _answer_for(behaviour: Text | ToolCall | DropStream | StreamError | Truncated) -> _Answer:
+def _answer_for(behaviour: _Spoken) -> _Answer:
     if isinstance(behaviour, ToolCall):
         usage = _Usage(behaviour.input_tokens, behaviour.output_tokens, 0)
         args = json.dumps(behaviour.arguments)
@@ -245,6 +269,9 @@ def _answer_for(behaviour: Text | ToolCall | DropStream | StreamError | Truncate
         output = behaviour.output_tokens or _estimate_tokens(behaviour.text)
         usage = _Usage(behaviour.input_tokens, output, behaviour.cached_tokens)
         return _Answer(behaviour.text, usage, chunk_size=behaviour.chunk_size)
+    if isinstance(behaviour, Refusal):
+        written = _estimate_tokens(behaviour.partial or behaviour.text)
+        return _Answer(behaviour.partial, _Usage(12, written, 0), refusal=behaviour.text)
     if isinstance(behaviour, StreamError):
         text = "a partial reply before the stream fails"
     else:
@@ -369,6 +396,17 @@ def _output_text_part(text: str) -> dict[str, Any]:
     return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
+def _refusal_part(refusal: str) -> dict[str, Any]:
+    return {"type": "refusal", "refusal": refusal}
+
+
+def _content_part(answer: _Answer, *, full: bool) -> dict[str, Any]:
+    """The message's one content part: the answer's text, or its refusal."""
+    if answer.refusal is not None:
+        return _refusal_part(answer.refusal if full else "")
+    return _output_text_part(answer.text if full else "")
+
+
 class _ResponsesWire(_OpenAIWire):
     api = "openai.responses"
 
@@ -428,13 +466,13 @@ class _ResponsesWire(_OpenAIWire):
             **self._settings(),
         }
 
-    def _message_item(self, text: str | None, status: str) -> dict[str, Any]:
+    def _message_item(self, part: dict[str, Any] | None, status: str) -> dict[str, Any]:
         return {
             "id": self.message_id,
             "type": "message",
             "status": status,
             "role": "assistant",
-            "content": [] if text is None else [_output_text_part(text)],
+            "content": [] if part is None else [part],
         }
 
     def _call_item(self, answer: _Answer, arguments: str, status: str) -> dict[str, Any]:
@@ -453,7 +491,8 @@ class _ResponsesWire(_OpenAIWire):
                 "completed", [self._call_item(answer, answer.text, "completed")], answer.usage
             )
         status = "incomplete" if truncated else "completed"
-        return self._response(status, [self._message_item(answer.text, status)], answer.usage)
+        item = self._message_item(_content_part(answer, full=True), status)
+        return self._response(status, [item], answer.usage)
 
     def stream(self, answer: _Answer) -> tuple[Frames, Frames, Frames]:
         in_progress = self._response("in_progress", [], None)
@@ -470,16 +509,18 @@ class _ResponsesWire(_OpenAIWire):
                 "output_index": 0,
                 "item": self._message_item(None, "in_progress"),
             },
-            {"type": "response.content_part.added", **where, "part": _output_text_part("")},
+            {
+                "type": "response.content_part.added",
+                **where,
+                "part": _content_part(answer, full=False),
+            },
         ]
-        deltas: Frames = [
-            {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
-            for piece in _chunks(answer.text, answer.chunk_size)
-        ]
-        item = self._message_item(answer.text, "completed")
+        deltas, done = self._content_frames(answer, where)
+        part = _content_part(answer, full=True)
+        item = self._message_item(part, "completed")
         tail: Frames = [
-            {"type": "response.output_text.done", **where, "text": answer.text, "logprobs": []},
-            {"type": "response.content_part.done", **where, "part": _output_text_part(answer.text)},
+            done,
+            {"type": "response.content_part.done", **where, "part": part},
             {"type": "response.output_item.done", "output_index": 0, "item": item},
             {
                 "type": "response.completed",
@@ -487,6 +528,22 @@ class _ResponsesWire(_OpenAIWire):
             },
         ]
         return head, deltas, tail
+
+    @staticmethod
+    def _content_frames(answer: _Answer, where: dict[str, Any]) -> tuple[Frames, Payload]:
+        """The deltas of the message's content part, and the event that closes it."""
+        if answer.refusal is not None:
+            refusals: Frames = [
+                {"type": "response.refusal.delta", **where, "delta": piece}
+                for piece in _chunks(answer.refusal, answer.chunk_size)
+            ]
+            return refusals, {"type": "response.refusal.done", **where, "refusal": answer.refusal}
+        deltas: Frames = [
+            {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+            for piece in _chunks(answer.text, answer.chunk_size)
+        ]
+        done = {"type": "response.output_text.done", **where, "text": answer.text, "logprobs": []}
+        return deltas, done
 
     def _tool_stream(self, answer: _Answer, head: Frames) -> tuple[Frames, Frames, Frames]:
         where = {"item_id": self.call_item_id, "output_index": 0}
@@ -585,6 +642,9 @@ class _ChatWire(_OpenAIWire):
         if answer.tool is not None:
             message.update(content=None, tool_calls=[self._tool_call(answer, answer.text)])
             finish = "tool_calls"
+        elif answer.refusal is not None:
+            message.update(content=None, refusal=answer.refusal)
+            finish = "stop"
         else:
             message["content"] = answer.text
             finish = "length" if truncated else "stop"
@@ -612,6 +672,11 @@ class _ChatWire(_OpenAIWire):
                 for p in pieces
             ]
             finish = "tool_calls"
+        elif answer.refusal is not None:
+            first = {"role": "assistant", "content": None, "refusal": ""}
+            pieces = _chunks(answer.refusal, answer.chunk_size)
+            deltas = [self._chunk({"refusal": p}) for p in pieces]
+            finish = "stop"
         else:
             first = {"role": "assistant", "content": "", "refusal": None}
             deltas = [self._chunk({"content": p}) for p in pieces]
@@ -717,44 +782,52 @@ class _AnthropicWire(_Wire):
             "input": arguments,
         }
 
-    def message(self, answer: _Answer, *, truncated: bool) -> dict[str, Any]:
+    @staticmethod
+    def _has_block(answer: _Answer) -> bool:
+        """A refusal that came before any text has no content block at all."""
+        return answer.refusal is None or bool(answer.text)
+
+    @staticmethod
+    def _stop(answer: _Answer, *, truncated: bool) -> dict[str, Any]:
+        """The stop reason, with `stop_details` when it is a refusal."""
+        if answer.refusal is not None:
+            details = {"type": "refusal", "category": None, "explanation": answer.refusal}
+            return {"stop_reason": "refusal", "stop_details": details}
         if answer.tool is not None:
-            stop = "tool_use"
-        else:
-            stop = "max_tokens" if truncated else "end_turn"
+            return {"stop_reason": "tool_use"}
+        return {"stop_reason": "max_tokens" if truncated else "end_turn"}
+
+    def message(self, answer: _Answer, *, truncated: bool) -> dict[str, Any]:
+        stop = self._stop(answer, truncated=truncated)
         usage = self._usage(answer.usage, answer.usage.output)
-        return self._message([self._block(answer, full=True)], stop, usage)
+        content = [self._block(answer, full=True)] if self._has_block(answer) else []
+        message = self._message(content, stop["stop_reason"], usage)
+        message.update(stop)
+        return message
 
     def stream(self, answer: _Answer) -> tuple[Frames, Frames, Frames]:
         # The live API reports a token or so of output at message_start, the total at the end.
         start = self._message([], None, self._usage(answer.usage, 1))
-        head: Frames = [
-            {"type": "message_start", "message": start},
-            {
-                "type": "content_block_start",
-                "index": 0,
-                "content_block": self._block(answer, full=False),
-            },
-            {"type": "ping"},
-        ]
+        has_block = self._has_block(answer)
+        head: Frames = [{"type": "message_start", "message": start}]
+        if has_block:
+            block = self._block(answer, full=False)
+            head.append({"type": "content_block_start", "index": 0, "content_block": block})
+        head.append({"type": "ping"})
         pieces = _chunks(answer.text, answer.chunk_size)
         if answer.tool is None:
             deltas = [{"type": "text_delta", "text": p} for p in pieces]
-            stop = "end_turn"
         else:
             deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
-            stop = "tool_use"
         final_usage = self._usage(answer.usage, answer.usage.output)
         del final_usage["cache_creation"], final_usage["service_tier"]
+        stop = {**self._stop(answer, truncated=False), "stop_sequence": None}
         tail: Frames = [
-            {"type": "content_block_stop", "index": 0},
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": stop, "stop_sequence": None},
-                "usage": final_usage,
-            },
+            {"type": "message_delta", "delta": stop, "usage": final_usage},
             {"type": "message_stop"},
         ]
+        if has_block:
+            tail.insert(0, {"type": "content_block_stop", "index": 0})
         frames: Frames = [{"type": "content_block_delta", "index": 0, "delta": d} for d in deltas]
         return head, frames, tail
 
@@ -972,9 +1045,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = wire.error_body(error.status, error.message, error.error_type)
         self._send_json(error.status, body, headers)
 
-    def _send_message(
-        self, wire: _Wire, behaviour: Text | ToolCall | DropStream | StreamError | Truncated
-    ) -> None:
+    def _send_message(self, wire: _Wire, behaviour: _Spoken) -> None:
         answer = _answer_for(behaviour)
         body = wire.message(answer, truncated=isinstance(behaviour, Truncated))
         if not isinstance(behaviour, DropStream):
@@ -990,11 +1061,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data[: len(data) // 2])
         self._drop()
 
-    def _send_stream(
-        self, wire: _Wire, behaviour: Text | ToolCall | DropStream | StreamError | Truncated
-    ) -> None:
+    def _send_stream(self, wire: _Wire, behaviour: _Spoken) -> None:
         head, deltas, tail = wire.stream(_answer_for(behaviour))
-        if isinstance(behaviour, Text | ToolCall):
+        if isinstance(behaviour, Text | ToolCall | Refusal):
             frames = head + deltas + tail
         else:
             frames = head + deltas[: max(0, behaviour.after_chunks)]
