@@ -424,6 +424,31 @@ def cancel(job_id: uuid.UUID, reason: str) -> None:
 
 
 @main.group()
+def notifications() -> None:
+    """Notifications in the outbox."""
+
+
+@notifications.command("resend")
+@click.argument("job_ids", nargs=-1, type=click.UUID)
+@click.option("--given-up", is_flag=True, help="Every notification the sweeper gave up.")
+def notifications_resend(job_ids: tuple[uuid.UUID, ...], given_up: bool) -> None:
+    """Send again the undelivered notifications of JOB_IDS (or with --given-up, every one the
+    sweeper gave up after VAMU_OUTBOX_GIVE_UP_AFTER_S), through the notify queue."""
+    from vamu_tasks.app import app
+    from vamu_tasks.task_runner import dispatch_notifications
+
+    if not job_ids and not given_up:
+        raise click.UsageError("Name one or more job ids, or pass --given-up.")
+    store = _store(Settings())
+    try:
+        ids = store.reopen_notifications(job_ids, given_up_only=given_up)
+        dispatch_notifications(app, ids)
+        click.echo(f"resent {len(ids)} notification(s)")
+    finally:
+        store.close()
+
+
+@main.group()
 def contracts() -> None:
     """The job-data contracts NestJS builds against."""
 

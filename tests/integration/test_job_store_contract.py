@@ -457,6 +457,29 @@ def test_a_notification_undelivered_for_too_long_is_given_up_once_and_no_longer_
         assert row.last_error == "given up: undelivered after 0.2s; webhook: 503"
 
 
+def test_reopening_notifications_picks_a_jobs_undelivered_ones_or_every_given_up_one(
+    sql_store: SqlAlchemyJobStore,
+) -> None:
+    store = sql_store
+    gone, pending, delivered = started_job(store), started_job(store), started_job(store)
+    for job in (gone, pending, delivered):
+        store.succeed(job.id, {"ideas": []}, Spend(), [ready(job)])
+    for transport in TRANSPORTS:
+        store.mark_delivered(ready(delivered).id, transport)
+    time.sleep(0.3)
+    store.give_up_notifications(older_than_s=0.2)  # all three are old enough; two undelivered
+
+    given_up = store.reopen_notifications(given_up_only=True, limit=100_000)
+    by_job = store.reopen_notifications([pending.id, delivered.id])
+
+    assert ready(gone).id in given_up and ready(pending).id in given_up
+    assert ready(delivered).id not in given_up
+    assert by_job == [ready(pending).id]
+    time.sleep(0.3)
+    # Due again: the sweeper sees them as it sees any stale notification.
+    assert ready(gone).id in store.claim_stale_notifications(older_than_s=0.2, limit=100_000)
+
+
 def test_a_claimed_notification_is_claimable_again_once_the_claim_is_old(
     sql_store: SqlAlchemyJobStore,
 ) -> None:

@@ -12,8 +12,11 @@ from tests.conftest import Stack
 from tests.support.cli import vamu
 from tests.support.llm_answers import ideas_responder
 from tests.support.worker import wait_for_job
-from vamu_tasks.domain import JobFilter, NewJob
+from vamu_tasks.domain import JobFilter, NewJob, Spend
+from vamu_tasks.jobs import ready_notification
 from vamu_tasks.notify.chunks import replay_chunks
+from vamu_tasks.store.models import NotificationOutbox
+from vamu_tasks.store.repository import GIVEN_UP
 from vamu_tasks.submit import validate_request
 from vamu_tasks.testing.fake_llm import Text, ToolCall
 
@@ -227,3 +230,26 @@ def test_a_chat_reply_cancelled_mid_stream_stores_no_reply(s: Stack):
     finally:
         client.close()
     assert 0 < len(streamed) < len("word " * 400), "the stream did not stop at the cancel"
+
+
+def test_resending_a_jobs_given_up_notification_delivers_it(s: Stack):
+    job, _ = s.store.create_job(NewJob("inspiration", "u-ada", {"userId": "u-ada"}, "api"))
+    s.store.start_attempt(job.id)
+    note = ready_notification(job, "inspiration-ready")
+    s.store.succeed(job.id, {"ideas": []}, Spend(), [note])
+    with s.store.db.transaction() as session:  # as the sweeper leaves one it gave up
+        session.get(NotificationOutbox, note.id).next_attempt_at = GIVEN_UP
+
+    result = vamu(s.env, "notifications", "resend", str(job.id))
+
+    assert result.returncode == 0, result.stderr
+    assert "resent 1 notification(s)" in result.stdout
+    delivery = s.webhook.wait_for(lambda d: d["id"] == str(note.id), timeout=20)
+    assert delivery["event"] == "inspiration-ready"
+
+
+def test_resend_without_job_ids_or_given_up_is_a_usage_error(s: Stack):
+    result = vamu(s.env, "notifications", "resend")
+
+    assert result.returncode == 2
+    assert "Name one or more job ids, or pass --given-up." in result.stderr

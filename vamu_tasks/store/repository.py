@@ -562,6 +562,28 @@ class SqlAlchemyJobStore:
                 row.last_error = f"{reason}; {row.last_error}" if row.last_error else reason
             return len(rows)
 
+    def reopen_notifications(
+        self, job_ids: Sequence[uuid.UUID] = (), *, given_up_only: bool = False, limit: int = 1000
+    ) -> list[uuid.UUID]:
+        """Undelivered notifications (of these jobs, or every given-up one), due again now; an
+        operator's resend. One that fails again is given up again at the next sweep."""
+        with self._session() as session:
+            query = select(NotificationOutbox).where(NotificationOutbox.delivered_at.is_(None))
+            if job_ids:
+                query = query.where(NotificationOutbox.job_id.in_(job_ids))
+            if given_up_only:
+                query = query.where(NotificationOutbox.next_attempt_at >= GIVEN_UP)
+            rows = list(
+                session.scalars(
+                    query.order_by(NotificationOutbox.created_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for row in rows:
+                row.next_attempt_at = utcnow()
+            return [row.id for row in rows]
+
     def claim_stale_notifications(self, older_than_s: float, limit: int = 100) -> list[uuid.UUID]:
         """Undelivered notifications nobody has tried for a while; claimed for `older_than_s`."""
         now = utcnow()
