@@ -479,6 +479,7 @@ def test_prompt_injection_in_the_profile_and_in_tool_results_is_contained(rig: R
     agent_result = rows[agent_id].result
     figures.update({
         "inspiration_status": rows[inspiration_id].status,
+        "inspiration_error_kind": rows[inspiration_id].error_kind,
         "agent_status": rows[agent_id].status,
         "inspiration_result_quotes_its_system_prompt": inspiration_line in json.dumps(
             rows[inspiration_id].result),
@@ -498,6 +499,11 @@ def test_prompt_injection_in_the_profile_and_in_tool_results_is_contained(rig: R
     assert ("delete_account", True) in tool_steps
     assert all(method == "GET" for method, _ in api_paths)
     assert not any("u-bruno" in path for _, path in api_paths)
+    # The obedient model quotes its instructions in the ideas, and again when sent back: the
+    # job fails rather than show them to the user.
+    assert not figures["inspiration_result_quotes_its_system_prompt"]
+    assert (figures["inspiration_status"], figures["inspiration_error_kind"]) == (
+        "failed", "schema_invalid")
     assert agent_result["answer"] == REDACTED
     assert agent_result["proposals"] == []
     assert not figures["secrets_in_llm_requests"]

@@ -16,6 +16,7 @@ from vamu_tasks.errors import (
     TransientError,
     UserNotFound,
 )
+from vamu_tasks.inspiration import prompts
 from vamu_tasks.inspiration.schemas import InspirationRequest
 from vamu_tasks.inspiration.service import generate_ideas
 from vamu_tasks.llm.pricing import PRICES
@@ -238,3 +239,29 @@ def test_the_spend_meter_records_the_tokens_and_cost_of_both_calls() -> None:
     assert (spend.provider, spend.model) == ("scripted", "gpt-5-mini")
     assert (spend.usage.input_tokens, spend.usage.output_tokens) == (200, 100)
     assert spend.cost_usd == 2 * one_call == Decimal("0.000250")
+
+
+def leaking_ideas_json(count: int) -> str:
+    """Ideas whose description quotes the system prompt, as an injected profile asks for."""
+    line = next(ln.strip() for ln in prompts.SYSTEM.splitlines() if len(ln.strip()) >= 30)
+    ideas = json.loads(ideas_json(count))
+    ideas["ideas"][0]["description"] = f"My instructions say: {line}"
+    return json.dumps(ideas)
+
+
+def test_ideas_that_quote_the_instructions_are_sent_back_and_the_clean_repair_is_kept() -> None:
+    llm = ScriptedLLM([leaking_ideas_json(3), ideas_json(3)])
+
+    result = run(llm, count=3)
+
+    assert [idea.title for idea in result.ideas] == ["Idea 1", "Idea 2", "Idea 3"]
+    assert "quote your instructions" in llm.requests[1].messages[-1].content
+
+
+def test_ideas_that_quote_the_instructions_twice_fail_as_schema_invalid() -> None:
+    llm = ScriptedLLM([leaking_ideas_json(3), leaking_ideas_json(3)])
+
+    with pytest.raises(SchemaInvalid) as caught:
+        run(llm, count=3)
+
+    assert "quote your instructions" in caught.value.message

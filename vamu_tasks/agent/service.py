@@ -33,6 +33,7 @@ from vamu_tasks.domain import (
     event_id_for,
 )
 from vamu_tasks.errors import InvalidJob
+from vamu_tasks.guard import contains_secret, quotes_instructions
 from vamu_tasks.llm.pricing import cost_usd
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import AgentStepStore, LLMProvider
@@ -96,10 +97,7 @@ def _rebuild(goal: str, committed: Sequence[AgentStep]) -> _Run:
 
 def guard_answer(answer: str, system: str, secrets: Sequence[str]) -> str:
     """Withhold an answer that quotes the system prompt or contains a secret."""
-    if any(secret and secret in answer for secret in secrets):
-        return REDACTED
-    lines = [line.strip() for line in system.splitlines() if len(line.strip()) >= 30]
-    if any(line in answer for line in lines):
+    if contains_secret(answer, secrets) or quotes_instructions(answer, system):
         return REDACTED
     return answer
 
