@@ -39,7 +39,8 @@ def _enter_trace(
     fields = {key: getattr(task.request, key, None) for key in tracing.TRACE_HEADERS}
     ref = (kwargs or {}).get("ref")
     if isinstance(ref, dict):
-        fields["job"] = ref.get("job_id") or ref.get("event_id")
+        fields["job"] = ref.get("job_id")
+        fields["event"] = ref.get("event_id")  # a notification delivery
     tracing.set_trace(fields)
 
 
