@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     bridge_stalled_interval_ms: int = 30_000
     bridge_max_stalled_count: int = 1
     quota_jobs_per_user_per_hour: int = 120
+    # Redis key prefix of the quota counters (in VAMU_REDIS_URL), shared by every bridge.
+    quota_key_prefix: str = "vamu:quota"
 
     @field_validator("notify", mode="before")
     @classmethod

@@ -57,6 +57,8 @@ def bridge_env(stack: Stack) -> dict[str, str]:
         "VAMU_BULLMQ_QUEUE": f"vamu-ai-{suffix}",
         "VAMU_BULLMQ_SYNC_QUEUE": f"vamu-ai-sync-{suffix}",
         "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": str(QUOTA),
+        # Counters of this module's own: other runs in the same hour count the same users.
+        "VAMU_QUOTA_KEY_PREFIX": f"vamu:quota:{suffix}",
         "VAMU_BRIDGE_SYNC_TIMEOUT_S": str(SYNC_TIMEOUT_S),
         # Short locks so a killed bridge's jobs come back within seconds in the tests.
         "VAMU_BRIDGE_LOCK_DURATION_MS": "2000",
@@ -71,7 +73,7 @@ def running_bridge(bridge_env, tmp_path_factory) -> Iterator[BridgeProcess]:
     with BridgeProcess(bridge_env, log_path) as bridge:
         yield bridge
     suffix = bridge_env["VAMU_BULLMQ_QUEUE"].rsplit("-", 1)[1]
-    delete_keys(REDIS_APP_DB, f"bull:*{suffix}*")
+    delete_keys(REDIS_APP_DB, f"bull:*{suffix}*", f"vamu:quota:{suffix}:*")
 
 
 @pytest.fixture

@@ -73,7 +73,9 @@ def build_deps(settings: Settings) -> BridgeDeps:
         pool_size=settings.database_pool_size,
     )
     quota_redis = redis.Redis.from_url(settings.redis_url)
-    quota = RedisHourlyQuota(quota_redis, limit=settings.quota_jobs_per_user_per_hour)
+    quota = RedisHourlyQuota(
+        quota_redis, limit=settings.quota_jobs_per_user_per_hour, prefix=settings.quota_key_prefix
+    )
     return BridgeDeps(store, CelerySender(app), quota, [store.close, quota_redis.close])
 
 
