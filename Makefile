@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 NODE_DIR := tests/e2e/node
 
-.PHONY: demo test install node-deps lint typecheck format unit integration e2e clean
+.PHONY: demo test install node-deps lint typecheck format unit integration e2e clean chaos
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,7 +58,7 @@ clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .vamu $(NODE_DIR)/node_modules
 
 # Benchmarks (bench/, docs/performance.md). They need PostgreSQL, Redis and Node like the tests.
-# `make bench`: the full run (~12 min), results in bench/results/; `make bench-quick`: every
+# `make bench`: the full run (~10 min), results in bench/results/; `make bench-quick`: every
 # scenario for a moment (about a minute and a half), so CI keeps the bench working.
 .PHONY: bench bench-quick
 bench: install node-deps
@@ -69,6 +69,6 @@ bench-quick: install node-deps
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py --quick
 
-# Fault-injection suite (docs/reliability.md): real processes, one fault per test, ~15 minutes.
+# Fault-injection suite (docs/reliability.md): real processes, one fault per test, ~6 minutes.
 chaos: install node-deps
 	$(BIN)/pytest tests/chaos -q -p no:cacheprovider

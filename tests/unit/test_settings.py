@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import AliasChoices, SecretStr, ValidationError
 
 from vamu_tasks.settings import Settings
 
@@ -134,3 +136,15 @@ def test_secrets_are_secret_strings_kept_out_of_repr_and_dumps(
     shown = repr(s) + str(s) + s.model_dump_json() + repr(s.model_dump())
     for value in secrets.values():
         assert value not in shown
+
+
+def test_env_example_names_every_setting_and_nothing_else() -> None:
+    text = (Path(__file__).parents[2] / ".env.example").read_text()
+    documented = set(re.findall(r"^# ((?:VAMU|OPENAI|ANTHROPIC)_[A-Z0-9_]+)=", text, re.M))
+    expected = set()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        env = f"VAMU_{name.upper()}"
+        expected.add(alias.choices[0] if isinstance(alias, AliasChoices) else env)
+
+    assert documented == expected
