@@ -113,6 +113,11 @@ class JobCancelled(PermanentError):
     default_message = "The job was cancelled by an operator."
 
 
+class JobTimedOut(PermanentError):
+    error_kind = "timeout"
+    default_message = "The attempt ran past VAMU_TASK_SOFT_TIME_LIMIT_S and was stopped."
+
+
 class InternalError(PermanentError):
     error_kind = "internal"
 

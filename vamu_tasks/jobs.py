@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vamu_tasks.domain import FeatureResult, JobRecord, Notification, Spend, event_id_for
-from vamu_tasks.errors import JobCancelled, PermanentError, TransientError
+from vamu_tasks.errors import JobCancelled, JobTimedOut, PermanentError, TransientError
 from vamu_tasks.leases import LeaseKeeper
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import JobStore
@@ -135,18 +135,29 @@ def cancel_job(store: JobStore, job_id: uuid.UUID, reason: str) -> JobOutcome | 
 
 
 def cancel_checkpoint(
-    store: JobStore, job_id: uuid.UUID, every_s: float = CANCEL_CHECK_EVERY_S
+    store: JobStore,
+    job_id: uuid.UUID,
+    every_s: float = CANCEL_CHECK_EVERY_S,
+    time_limit_s: float | None = None,
 ) -> Callable[[], None]:
     """A check a use case calls between LLM calls, tool steps and stream chunks.
 
     It reads the row at most every `every_s`, counting from now (the attempt has just read it
-    to start): a streamed reply would otherwise cost a query per chunk.
+    to start): a streamed reply would otherwise cost a query per chunk. With `time_limit_s`, an
+    attempt that has run longer stops there as `timeout`: Celery's threads pool does not
+    enforce its own time limits.
     """
-    last = time.monotonic()
+    started = last = time.monotonic()
 
     def check() -> None:
         nonlocal last
-        if time.monotonic() - last < every_s:
+        now = time.monotonic()
+        if time_limit_s is not None and now - started > time_limit_s:
+            raise JobTimedOut(
+                f"Job {job_id} ran {now - started:.0f}s in this attempt, past "
+                f"VAMU_TASK_SOFT_TIME_LIMIT_S ({time_limit_s:g}s); stopped at a checkpoint."
+            )
+        if now - last < every_s:
             return
         last = time.monotonic()
         job = store.get_job(job_id)

@@ -11,13 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import BaseModel
 
 from vamu_tasks import metrics
 from vamu_tasks.bootstrap import Container, get_container
-from vamu_tasks.errors import LeaseHeld, StoreUnavailable
+from vamu_tasks.domain import FeatureResult, JobRecord
+from vamu_tasks.errors import JobTimedOut, LeaseHeld, StoreUnavailable
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
 from vamu_tasks.jobs import AttemptFailed, Handler, JobOutcome, fail_job, run_job
+from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.notify.service import deliver as deliver_notification
 from vamu_tasks.retry_policy import RetryPolicy, decide
 from vamu_tasks.tracing import current_trace
@@ -53,7 +56,7 @@ def policy_for(container: Container) -> RetryPolicy:
 
 def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> TaskOutcome:
     container = get_container()
-    handler = make_handler(container, ref)
+    handler = _soft_limit_as_timeout(make_handler(container, ref))
     try:
         outcome = run_job(container.store, ref.job_id, handler, container.leases)
     except LeaseHeld as held:
@@ -68,6 +71,35 @@ def execute(task: Task[Any, Any], ref: JobRef, make_handler: HandlerFactory) -> 
     send_notifications(task, outcome, container)
     _count_outcome(container, outcome)
     return TaskOutcome(job_id=outcome.job_id, status=outcome.status, error_kind=outcome.error_kind)
+
+
+def _soft_limit_as_timeout(handler: Handler) -> Handler:
+    """Under prefork, Celery raises its soft time limit inside the task: the job fails as
+    `timeout`, not as a crash (the threads pool has the checkpoint instead)."""
+
+    def run(job: JobRecord, meter: SpendMeter) -> FeatureResult:
+        try:
+            return handler(job, meter)
+        except Exception as exc:
+            # The SDKs wrap whatever interrupts a request (as a connection error).
+            if not _caused_by(exc, SoftTimeLimitExceeded):
+                raise
+            raise JobTimedOut(
+                f"Job {job.id} ran past VAMU_TASK_SOFT_TIME_LIMIT_S in this attempt."
+            ) from exc
+
+    return run
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(20):  # exception chains are short; a cycle must not hang the worker
+        if seen is None:
+            return False
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _after_transient(

@@ -67,7 +67,7 @@ def test_every_class_has_a_default_message(cls: type[VamuError]) -> None:
 def test_each_leaf_class_says_something_different() -> None:
     messages = [cls.default_message for cls in LEAVES]
 
-    assert len(set(messages)) == len(messages) == 14
+    assert len(set(messages)) == len(messages) == 15
 
 
 def test_only_transient_errors_are_retryable() -> None:

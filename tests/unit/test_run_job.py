@@ -243,3 +243,24 @@ def test_a_cancellation_is_noticed_at_the_first_check_after_the_interval() -> No
     time.sleep(0.06)
     with pytest.raises(JobCancelled):
         check()
+
+
+def test_an_attempt_past_its_time_limit_stops_at_the_next_checkpoint_as_timeout() -> None:
+    # Celery's threads pool ignores task time limits: the checkpoint enforces the soft one.
+    store = InMemoryJobStore()
+    job = new_job(store)
+    check = cancel_checkpoint(store, job.id, time_limit_s=0.05)
+
+    def slow(job: JobRecord, meter: SpendMeter) -> FeatureResult:
+        meter.record(CALL)
+        check()  # in time
+        time.sleep(0.06)
+        check()
+        return succeeding(job, meter)
+
+    outcome = run_job(store, job.id, slow)
+
+    done = store.get_job(job.id)
+    assert (outcome.status, outcome.error_kind) == ("failed", "timeout")
+    assert done is not None and "VAMU_TASK_SOFT_TIME_LIMIT_S" in (done.error_message or "")
+    assert done.input_tokens == 1000  # what the attempt spent is kept

@@ -36,7 +36,9 @@ def handler_for(task: Task[Any, Any]) -> Any:
                 secrets=settings.secret_values(),
                 max_output_tokens=settings.llm_max_output_tokens,
                 max_tool_chars=settings.agent_max_tool_result_chars,
-                checkpoint=cancel_checkpoint(container.store, job.id),
+                checkpoint=cancel_checkpoint(
+                    container.store, job.id, time_limit_s=container.settings.task_soft_time_limit_s
+                ),
             )
 
         return handle

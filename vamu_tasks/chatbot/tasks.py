@@ -32,7 +32,9 @@ def make_handler(container: Container, ref: JobRef) -> Handler:
             meter=meter,
             history_budget_tokens=settings.chat_history_budget_tokens,
             max_output_tokens=settings.chat_max_output_tokens,
-            checkpoint=cancel_checkpoint(container.store, job.id),
+            checkpoint=cancel_checkpoint(
+                container.store, job.id, time_limit_s=container.settings.task_soft_time_limit_s
+            ),
         )
 
     return handle

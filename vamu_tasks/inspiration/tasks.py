@@ -22,7 +22,9 @@ def make_handler(container: Container, ref: JobRef) -> Handler:
             llm=container.llm(ref.provider, ref.model),
             meter=meter,
             max_output_tokens=container.settings.llm_max_output_tokens,
-            checkpoint=cancel_checkpoint(container.store, job.id),
+            checkpoint=cancel_checkpoint(
+                container.store, job.id, time_limit_s=container.settings.task_soft_time_limit_s
+            ),
         )
         return FeatureResult(result.model_dump(mode="json", exclude_none=True), READY_EVENT)
 
