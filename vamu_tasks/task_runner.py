@@ -185,9 +185,16 @@ def send_notifications(task: Task[Any, Any], outcome: JobOutcome, container: Con
     dispatch_notifications(task.app, ids)
 
 
+# Transports that are a local write (a Redis PUBLISH, a log line) go out from the worker that
+# committed the job. A webhook is a call to someone else's server: it keeps its own task, so a
+# slow receiver never holds an LLM worker thread.
+INLINE_TRANSPORTS = frozenset({"socketio", "log"})
+
+
 def deliver_inline(container: Container, event_ids: list[uuid.UUID]) -> list[uuid.UUID]:
-    """Deliver committed notifications from this worker at once; the ones that did not go out
-    are returned for the notify queue, which retries them with backoff.
+    """Deliver committed notifications to the inline transports at once; the ones still pending
+    somewhere (a webhook, or a failed send) are returned for the notify queue, which delivers
+    and retries them with backoff.
 
     A second Celery task per job cost more CPU than the job's own database work, and a hop of
     latency (docs/performance.md); the outbox row keeps delivery at least once either way.
@@ -200,6 +207,7 @@ def deliver_inline(container: Container, event_ids: list[uuid.UUID]) -> list[uui
                 container.transports,
                 event_id,
                 retry_in_s=container.settings.outbox_stale_after_s,
+                only=INLINE_TRANSPORTS,
             )
         except Exception:
             log.warning("notification %s: inline delivery failed; queued", event_id, exc_info=True)

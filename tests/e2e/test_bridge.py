@@ -224,14 +224,15 @@ def test_request_id_and_traceparent_reach_the_row_the_celery_headers_and_every_l
     while True:
         worker_lines = [line for line in b.stack.worker.log_text().splitlines()
                         if traceparent in line]
-        # The job's task, and its notification delivered from the same worker (the log
-        # transport's line).
-        seen = {name for name in ("vamu.inspiration.generate", "notification inspiration-ready")
-                if any(name in line for line in worker_lines)}
-        if len(seen) == 2 or time.monotonic() > deadline:
+        # The job's task, its notification sent from the same worker (the log transport's
+        # line), and the webhook's delivery task.
+        names = ("vamu.inspiration.generate", "notification inspiration-ready",
+                 "vamu.notify.deliver")
+        seen = {name for name in names if any(name in line for line in worker_lines)}
+        if len(seen) == 3 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert seen == {"vamu.inspiration.generate", "notification inspiration-ready"}
+    assert seen == set(names)
 
 
 junk_value = st.recursive(

@@ -124,3 +124,22 @@ def test_an_unknown_event_id_gives_an_empty_report_and_sends_nothing(
 
     assert (list(report.delivered), dict(report.failed)) == ([], {})
     assert socketio.sent == webhook.sent == []
+
+
+def test_delivering_to_some_transports_leaves_the_others_pending_without_a_failure(
+    store: InMemoryJobStore,
+    socketio: RecordingTransport,
+    webhook: RecordingTransport,
+    note: Notification,
+) -> None:
+    transports = {"socketio": socketio, "webhook": webhook}
+
+    inline = deliver(store, transports, note.id, only={"socketio", "log"})
+    later = deliver(store, transports, note.id)
+
+    assert (list(inline.delivered), list(inline.left)) == (["socketio"], ["webhook"])
+    assert inline.failed == {}
+    assert not inline.complete  # so the worker hands it to the notify queue
+    assert store.outbox[note.id].attempts == 0
+    assert (list(later.delivered), later.complete) == (["webhook"], True)
+    assert socketio.sent == [note] and webhook.sent == [note]

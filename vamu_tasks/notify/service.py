@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -27,10 +27,11 @@ class Outbox(Protocol):
 class DeliveryReport:
     delivered: Sequence[str]
     failed: Mapping[str, str]
+    left: Sequence[str] = ()  # pending transports this call was not asked to send to
 
     @property
     def complete(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.left
 
 
 def deliver(
@@ -39,8 +40,10 @@ def deliver(
     event_id: uuid.UUID,
     *,
     retry_in_s: float = 30.0,
+    only: Collection[str] | None = None,
 ) -> DeliveryReport:
-    """Send to every pending transport; a transport that fails stays pending for a retry."""
+    """Send to every pending transport (or those in `only`); a transport that fails stays
+    pending for a retry, one left out stays pending for another deliverer."""
     with outbox.delivering(event_id) as delivery:
         if delivery is None:
             log.info(
@@ -49,7 +52,11 @@ def deliver(
             return DeliveryReport((), {})
         delivered: list[str] = []
         failed: dict[str, str] = {}
+        left: list[str] = []
         for name in list(delivery.pending):
+            if only is not None and name not in only:
+                left.append(name)
+                continue
             transport = transports.get(name)
             if transport is None:
                 failed[name] = f"transport {name!r} is not configured in this process"
@@ -65,4 +72,4 @@ def deliver(
             delivered.append(name)
         if failed:
             delivery.record_failure("; ".join(f"{k}: {v}" for k, v in failed.items()), retry_in_s)
-        return DeliveryReport(delivered, failed)
+        return DeliveryReport(delivered, failed, left)
