@@ -28,6 +28,7 @@ from typing import Any
 import probe
 
 from vamu_tasks.testing import fake_llm as fake
+from vamu_tasks.testing.answers import ideas_responder, requested_schema
 from vamu_tasks.testing.fake_llm import Behaviour, FakeLLMServer, RecordedRequest, Text
 
 TAG = re.compile(r"\[bench:([^\]]+)\]")
@@ -38,31 +39,10 @@ CHAT_REPLY = (
 )
 
 
-def ideas(count: int) -> dict[str, Any]:
-    return {
-        "ideas": [
-            {
-                "title": f"Idea {i + 1}",
-                "description": f"A short description of idea {i + 1}.",
-                "category": "music",
-                "when": "Friday evening" if i % 2 == 0 else None,
-                "where": None,
-            }
-            for i in range(count)
-        ]
-    }
-
-
 def make_responder(chunk_size: int, chunk_delay: float) -> Any:
     def respond(request: RecordedRequest) -> Behaviour:
-        body = request.body
-        fmt = body.get("text", {}).get("format", {}) if isinstance(body.get("text"), dict) else {}
-        if not fmt:
-            fmt = body.get("output_config", {}).get("format", {}) or {}
-        schema = fmt.get("schema") if isinstance(fmt, dict) else None
-        if isinstance(schema, dict):
-            count = int(schema["properties"]["ideas"]["minItems"])
-            return Text.json(ideas(count), input_tokens=400, output_tokens=120, cached_tokens=100)
+        if requested_schema(request) is not None:
+            return ideas_responder(request)
         return Text(CHAT_REPLY, input_tokens=600, chunk_size=chunk_size, chunk_delay=chunk_delay)
 
     return respond

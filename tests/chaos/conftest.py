@@ -39,12 +39,12 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from tests.support.llm_answers import ideas_responder, requested_schema
 from tests.support.node import NODE_DIR, require_node_modules
 from tests.support.services import REDIS_BASE_URL, temporary_database
 from tests.support.socketio import SocketIOListener
 from tests.support.webhook import WebhookReceiver
 from vamu_tasks.store.migrate import upgrade
+from vamu_tasks.testing.answers import ideas_responder, requested_schema
 from vamu_tasks.testing.fake_api import FakeNestApi
 from vamu_tasks.testing.fake_llm import Behaviour, FakeLLMServer, RecordedRequest, Text
 

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import Stack
 from tests.support.bullmq import BridgeProcess, produce
-from tests.support.llm_answers import ideas_responder
 from tests.support.services import REDIS_APP_DB, delete_keys, free_port, scrape
 from tests.support.socketio import SocketIOListener
 from tests.support.worker import wait_for_job
+from vamu_tasks.testing.answers import ideas_responder
 
 pytestmark = pytest.mark.e2e
 

@@ -13,12 +13,12 @@ import pytest
 import yaml
 
 from tests.conftest import Stack
-from tests.support.llm_answers import ideas_responder
 from tests.support.services import free_port
 from tests.support.worker import sender_app, wait_for_job
 from vamu_tasks.domain import NewJob, Notification, Spend, event_id_for
 from vamu_tasks.sender import CelerySender
 from vamu_tasks.submit import submit_job
+from vamu_tasks.testing.answers import ideas_responder
 
 pytestmark = pytest.mark.e2e
 

@@ -28,9 +28,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import API_TOKEN, LLM_KEY, WEBHOOK_SECRET, Stack
-from tests.support.llm_answers import ideas_responder
 from tests.support.worker import wait_for_job
 from vamu_tasks.settings import Settings
+from vamu_tasks.testing.answers import ideas_responder
 from vamu_tasks.testing.fake_api import FakeNestApi
 from vamu_tasks.testing.fake_llm import FakeLLMServer, Text, ToolCall
 from workers.flower import LOOPBACK, NO_PASSWORD, flower_argv, flower_config

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from tests.conftest import Stack
 from tests.support.cli import vamu as run_cli
-from tests.support.llm_answers import ideas_responder
 from tests.support.services import temporary_database
+from vamu_tasks.testing.answers import ideas_responder
 
 pytestmark = pytest.mark.integration
 

@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from kombu import Connection, Exchange, Queue
 
 from tests.conftest import API_TOKEN, LLM_KEY, WEBHOOK_SECRET, Stack
-from tests.support.llm_answers import ideas, ideas_responder
 from tests.support.worker import wait_for_job
 from vamu_tasks.domain import NewJob, Notification, Spend, Usage, event_id_for
 from vamu_tasks.features import FEATURES, SWEEP_TASK
 from vamu_tasks.llm.pricing import cost_usd
+from vamu_tasks.testing.answers import ideas, ideas_responder
 from vamu_tasks.testing.fake_llm import Error, Hang, Text
 
 pytestmark = pytest.mark.integration

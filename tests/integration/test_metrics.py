@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Stack
-from tests.support.llm_answers import ideas_responder
 from tests.support.services import scrape
 from tests.support.worker import wait_for_job
+from vamu_tasks.testing.answers import ideas_responder
 from vamu_tasks.testing.fake_llm import Error
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,6 @@ import redis
 
 from tests.conftest import Stack
 from tests.support.cli import vamu
-from tests.support.llm_answers import ideas_responder
 from tests.support.worker import wait_for_job
 from vamu_tasks.domain import JobFilter, NewJob, Spend
 from vamu_tasks.jobs import ready_notification
@@ -18,6 +17,7 @@ from vamu_tasks.notify.chunks import replay_chunks
 from vamu_tasks.store.models import NotificationOutbox
 from vamu_tasks.store.repository import GIVEN_UP
 from vamu_tasks.submit import validate_request
+from vamu_tasks.testing.answers import ideas_responder
 from vamu_tasks.testing.fake_llm import Text, ToolCall
 
 pytestmark = pytest.mark.integration

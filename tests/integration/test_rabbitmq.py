@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import Stack
-from tests.support.llm_answers import ideas_responder
 from tests.support.services import free_port
 from tests.support.worker import WorkerProcess, sender_app, wait_for_job
 from vamu_tasks.sender import CelerySender
 from vamu_tasks.submit import submit_job
+from vamu_tasks.testing.answers import ideas_responder
 from vamu_tasks.testing.fake_llm import Error, Text
 
 pytestmark = pytest.mark.integration

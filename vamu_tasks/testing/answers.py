@@ -1,4 +1,7 @@
-"""Answers the fake LLM gives to "Inspire me" requests, shaped by what each request asked for."""
+"""Answers the fake LLM gives to "Inspire me" requests, shaped by what each request asked for.
+
+Shared by the tests, the fault suite and the benchmark.
+"""
 
 from __future__ import annotations
 
