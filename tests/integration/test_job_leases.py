@@ -66,3 +66,15 @@ def test_a_job_queued_too_long_without_starting_is_sent_again_once_per_period(st
 
     assert job.id in first and job.id not in second
     assert fresh.id not in third
+
+
+def test_a_renewal_extends_only_the_leases_whose_owner_still_holds_them(store):
+    mine, taken = queued(store), queued(store)
+    store.start_attempt(mine.id, "host:1:a", 0.3)
+    store.start_attempt(taken.id, "host:1:b", 0.3)
+
+    store.renew_leases([(mine.id, "host:1:a"), (taken.id, "host:1:stale-owner")], 5)
+    time.sleep(0.4)
+
+    reaped = [job_id for job_id, _ in store.reap(grace_s=1)]
+    assert taken.id in reaped and mine.id not in reaped

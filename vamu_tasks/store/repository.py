@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Engine, create_engine, event, select, update
+from sqlalchemy import ColumnElement, Engine, create_engine, event, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -155,6 +155,19 @@ def _never_started() -> tuple[ColumnElement[bool], ...]:
     return (AiJob.status == "queued", AiJob.attempts == 0, AiJob.retry_at.is_(None))
 
 
+def _claim_never_started(
+    session: Session, which: ColumnElement[bool], *, hold_s: float, limit: int | None = None
+) -> list[tuple[uuid.UUID, str]]:
+    """Never-started jobs matching `which`, marked as sent again: `retry_at` keeps the
+    stale-queued check away for `hold_s`, then the overdue-retry check covers them."""
+    rows = session.scalars(
+        select(AiJob).where(which, *_never_started()).limit(limit).with_for_update(skip_locked=True)
+    ).all()
+    for row in rows:
+        row.retry_at = utcnow() + timedelta(seconds=hold_s)
+    return [(row.id, row.feature) for row in rows]
+
+
 class Database:
     """An engine and its sessions: one short transaction per call, outages as StoreUnavailable."""
 
@@ -271,16 +284,15 @@ class SqlAlchemyJobStore:
         """Keep the (job, owner) leases this process holds from being taken for orphans."""
         if not held:
             return
-        until = utcnow() + timedelta(seconds=lease_s)
         with self._session() as session:
-            for job_id, owner in held:
-                session.execute(
-                    update(AiJob)
-                    .where(
-                        AiJob.id == job_id, AiJob.lease_owner == owner, AiJob.status == "running"
-                    )
-                    .values(lease_until=until)
+            session.execute(
+                update(AiJob)
+                .where(
+                    tuple_(AiJob.id, AiJob.lease_owner).in_(list(held)),
+                    AiJob.status == "running",
                 )
+                .values(lease_until=utcnow() + timedelta(seconds=lease_s))
+            )
 
     def reap(
         self, grace_s: float, limit: int = 200, stale_queued_s: float | None = None
@@ -313,25 +325,12 @@ class SqlAlchemyJobStore:
                 row.retry_at = claim
                 found.append((row.id, row.feature))
             if stale_queued_s is not None:
-                found += self._reap_stale_queued(session, now, stale_queued_s, limit)
+                # Queued and never started for that long: the message may be lost (a broker or
+                # worker that died between taking it and recording it). Re-sent at most once
+                # per period; a copy of a job that does run finds it running and does nothing.
+                stale = AiJob.created_at < now - timedelta(seconds=stale_queued_s)
+                found += _claim_never_started(session, stale, hold_s=stale_queued_s, limit=limit)
         return found
-
-    def _reap_stale_queued(
-        self, session: Session, now: datetime, stale_s: float, limit: int
-    ) -> list[tuple[uuid.UUID, str]]:
-        """Queued jobs never started for `stale_s`: their message may be lost (a broker or
-        worker that died between taking it and recording it). Re-sent at most every `stale_s`;
-        a copy of a job that does run finds it running or ended and does nothing."""
-        cutoff = now - timedelta(seconds=stale_s)
-        rows = session.scalars(
-            select(AiJob)
-            .where(*_never_started(), AiJob.created_at < cutoff)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        ).all()
-        for row in rows:
-            row.retry_at = now + timedelta(seconds=stale_s)
-        return [(row.id, row.feature) for row in rows]
 
     def unstarted_jobs(self, older_than_s: float, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
         cutoff = utcnow() - timedelta(seconds=older_than_s)
@@ -350,14 +349,7 @@ class SqlAlchemyJobStore:
         if not job_ids:
             return []
         with self._session() as session:
-            rows = session.scalars(
-                select(AiJob)
-                .where(AiJob.id.in_(job_ids), *_never_started())
-                .with_for_update(skip_locked=True)
-            ).all()
-            for row in rows:
-                row.retry_at = utcnow() + timedelta(seconds=hold_s)
-            return [(row.id, row.feature) for row in rows]
+            return _claim_never_started(session, AiJob.id.in_(job_ids), hold_s=hold_s)
 
     def requeue(
         self,
@@ -556,9 +548,9 @@ class SqlAlchemyJobStore:
                     .with_for_update(skip_locked=True)
                 )
             )
+            reason = f"given up: undelivered after {older_than_s:g}s"
             for row in rows:
                 row.next_attempt_at = GIVEN_UP
-                reason = f"given up: undelivered after {older_than_s:g}s"
                 row.last_error = f"{reason}; {row.last_error}" if row.last_error else reason
             return len(rows)
 

@@ -188,7 +188,10 @@ class InMemoryJobStore:
                 if job.status == "queued" and due < now - timedelta(seconds=grace_s):
                     self._retry_at[job_id] = now + timedelta(seconds=grace_s)
                     found.append((job_id, job.feature))
-            return found[:limit]
+        if stale_queued_s is not None:
+            stale = [job_id for job_id, _ in self.unstarted_jobs(stale_queued_s, limit)]
+            found += self.claim_unstarted(stale, stale_queued_s)
+        return found[:limit]
 
     def _never_started(self, job: JobRecord) -> bool:
         return job.status == "queued" and job.attempts == 0 and job.id not in self._retry_at
