@@ -74,7 +74,7 @@ def _serve_metrics(settings: Any) -> None:
     from vamu_tasks.features import FEATURES, NOTIFY_QUEUE
 
     collectors = []
-    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+    if settings.broker_kind == "redis":
         queues = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
         read = metrics.redis_queue_depths(
             settings.effective_broker_url, queues, settings.broker_key_prefix or ""

@@ -199,7 +199,7 @@ def build_container(settings: Settings) -> Container:
             tokens_per_minute=settings.llm_tpm_limit,
         )
     inventory = None
-    if settings.effective_broker_url.startswith(("redis://", "rediss://")):
+    if settings.broker_kind == "redis":
         # Only the reaper asks; the client connects on first use.
         inventory = RedisBrokerInventory(
             redis.Redis.from_url(settings.effective_broker_url),

@@ -12,20 +12,11 @@ from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
 
 
-def broker_kind(settings: Settings) -> str:
-    url = settings.effective_broker_url
-    if url.startswith(("amqp://", "amqps://", "pyamqp://")):
-        return "amqp"
-    if url.startswith(("redis://", "rediss://")):
-        return "redis"
-    return "filesystem" if settings.is_embedded_broker else "other"
-
-
 def queues(settings: Settings) -> list[Queue]:
     """One direct exchange and queue per feature, plus `notify`, all named alike."""
     names = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
     arguments: dict[str, Any] = {}
-    if broker_kind(settings) == "amqp" and settings.broker_quorum_queues:
+    if settings.broker_kind == "amqp" and settings.broker_quorum_queues:
         # Quorum queues replicate across RabbitMQ nodes and survive a node loss.
         arguments = {"x-queue-type": "quorum"}
     return [
@@ -35,7 +26,7 @@ def queues(settings: Settings) -> list[Queue]:
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
-    kind = broker_kind(settings)
+    kind = settings.broker_kind
     if kind == "filesystem":
         folder = settings.broker_dir
         for sub in (folder, folder / "processed", folder / "control"):
@@ -65,7 +56,7 @@ def transport_options(settings: Settings) -> dict[str, Any]:
 
 
 def broker_url(settings: Settings) -> str:
-    if broker_kind(settings) == "filesystem":
+    if settings.broker_kind == "filesystem":
         embedded_broker.register()
         return settings.effective_broker_url.replace(
             "filesystem://", f"{embedded_broker.SCHEME}://"
@@ -118,9 +109,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
     }
     if settings.effective_broker_url.startswith("redis://"):
-        # kombu's transport, except that a lost connection does not kill the worker.
+        # kombu's transport, except that a lost connection does not kill the worker. Not for
+        # rediss://, whose TLS set-up kombu keys on the scheme name.
         config["broker_transport"] = redis_transport.TRANSPORT
-    if broker_kind(settings) == "amqp" and settings.broker_quorum_queues:
+    if settings.broker_kind == "amqp" and settings.broker_quorum_queues:
         # Quorum queues have no global QoS: Celery must know, and delays use native delivery.
         config["worker_detect_quorum_queues"] = True
     return config

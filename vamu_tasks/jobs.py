@@ -10,7 +10,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,17 +71,19 @@ def run_job(
     `AttemptFailed` for the caller to retry. With `leases`, the job is held under this
     process's lease while it runs, and `LeaseHeld` is raised if another live worker has it.
     """
-    owner = leases.new_owner() if leases else None
-    if leases is None or owner is None:
+    if leases is None:
         job = store.start_attempt(job_id)
+        held: AbstractContextManager[None] = nullcontext()
     else:
+        owner = leases.new_owner()
         job = store.start_attempt(job_id, owner, leases.lease_s)
+        held = leases.hold(job_id, owner)
     if job.is_terminal:
         log.info("job %s already %s; nothing to do", job.id, job.status)
         return _outcome(store, job)
     meter = SpendMeter()
     try:
-        with leases.hold(job.id, owner) if leases and owner else nullcontext():
+        with held:
             output = handler(job, meter)
     except TransientError as exc:
         raise AttemptFailed(exc, meter.spend, job.attempts) from exc
@@ -159,7 +161,7 @@ def cancel_checkpoint(
             )
         if now - last < every_s:
             return
-        last = time.monotonic()
+        last = now
         job = store.get_job(job_id)
         if job is not None and job.status == "cancelled":
             raise JobCancelled(f"Job {job_id} was cancelled while it ran.")
@@ -173,7 +175,7 @@ def _outcome(
     notes: list[Notification] | None = None,
     committed_as: str | None = None,
 ) -> JobOutcome:
-    if committed_as is not None and job.status == committed_as and notes is not None:
+    if notes is not None and job.status == committed_as:
         # This call wrote the outbox rows with the commit: their ids are the pending ones.
         pending = [note.id for note in notes]
     else:

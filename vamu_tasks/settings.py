@@ -101,8 +101,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_timeout_s: float = 5.0
     notify_max_retries: int = 8
-    # Deliver a job's notifications from the worker that committed it; the notify queue gets
-    # only the ones that failed there (and agent steps, and the outbox sweep).
+    # Send a job's socketio and log notifications from the worker that committed it; webhooks,
+    # failed sends and agent steps go through the notify queue.
     notify_inline: bool = True
     outbox_sweep_interval_s: float = 15.0
     outbox_stale_after_s: float = 30.0
@@ -165,6 +165,15 @@ class Settings(BaseSettings):
     @property
     def is_embedded_broker(self) -> bool:
         return self.effective_broker_url.startswith("filesystem://")
+
+    @property
+    def broker_kind(self) -> Literal["amqp", "redis", "filesystem", "other"]:
+        url = self.effective_broker_url
+        if url.startswith(("amqp://", "amqps://", "pyamqp://")):
+            return "amqp"
+        if url.startswith(("redis://", "rediss://")):
+            return "redis"
+        return "filesystem" if self.is_embedded_broker else "other"
 
     @property
     def effective_database_url(self) -> str:

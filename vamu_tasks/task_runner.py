@@ -180,7 +180,8 @@ def event_kwargs(event_id: uuid.UUID) -> dict[str, Any]:
 
 def send_notifications(task: Task[Any, Any], outcome: JobOutcome, container: Container) -> None:
     ids = outcome.notifications
-    if container.settings.notify_inline:
+    # Without a local transport configured, an inline pass would only lock the row for nothing.
+    if container.settings.notify_inline and INLINE_TRANSPORTS & container.transports.keys():
         ids = deliver_inline(container, ids)
     dispatch_notifications(task.app, ids)
 
