@@ -79,11 +79,17 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply the migrations to VAMU_DATABASE_URL."""
-    from vamu_tasks.store.migrate import upgrade
+    from vamu_tasks.store.migrate import DatabaseNotReady, check_connection, upgrade
 
     settings = Settings()
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        check_connection(settings.effective_database_url)
+    except DatabaseNotReady as exc:
+        # One line naming the fix; the driver's traceback would run to 140 lines.
+        click.echo(f"vamu-tasks: {exc}", err=True)
+        sys.exit(1)
     upgrade(settings.effective_database_url, revision)
     click.echo(f"database at revision {revision}")
 

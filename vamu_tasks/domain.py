@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 Feature = Literal["inspiration", "chatbot", "agent"]
@@ -33,16 +33,56 @@ class CamelModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
-class JobRequest(CamelModel):
-    """Base for a job's input: every text in it is stored on the job row (jsonb)."""
+# The patterns below are read by two regex dialects: pydantic's (Rust `regex`) when the bridge
+# validates, and ECMA-262 in whatever validates against the published JSON Schema (ajv in
+# NestJS). So: anchored with ^ and $, no lookarounds, no inline flags, no \d (Unicode in Rust).
 
-    @field_validator("*", mode="after")
+# PostgreSQL's text and jsonb cannot hold U+0000: refused at validation, it is a clear
+# invalid_job instead of a database error at insert time, and the schema says so too.
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+# A well-formed BCP 47 language tag (RFC 5646, without the grandfathered irregular tags):
+# language (with up to three extlangs), then optional script, region, variants, extensions and
+# private use, e.g. "de", "en-GB", "es-419", "zh-Hant-TW", "de-CH-1996". Tags are
+# case-insensitive, hence both cases. Subtags are not checked against the IANA registry.
+LOCALE_PATTERN = (
+    r"^(?:[A-Za-z]{2,3}(?:-[A-Za-z]{3}){0,3}|[A-Za-z]{4,8})"
+    r"(?:-[A-Za-z]{4})?"
+    r"(?:-(?:[A-Za-z]{2}|[0-9]{3}))?"
+    r"(?:-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*"
+    r"(?:-[0-9A-WYZa-wyz](?:-[A-Za-z0-9]{2,8})+)*"
+    r"(?:-[Xx](?:-[A-Za-z0-9]{1,8})+)?$"
+)
+
+# What `invalid_job` says when a value does not match one of the patterns above (pydantic would
+# quote the regex itself).
+PATTERN_PROBLEMS: Mapping[str, str] = {
+    NO_NUL_PATTERN: "must not contain the NUL character (U+0000)",
+    LOCALE_PATTERN: "expected a BCP 47 language tag, such as en-GB, pt-BR or zh-Hant-TW",
+}
+
+# Every text field of a job request: stored on the job row (jsonb), so no NUL.
+JobText = Annotated[str, Field(pattern=NO_NUL_PATTERN)]
+
+
+class JobRequest(CamelModel):
+    """Base for a job's input, validated exactly as its published JSON Schema says.
+
+    Strict: JSON types are not coerced, so `"3"` is not an integer and `true` is not 1 (lax
+    pydantic accepts both, the schema refuses both). Use `JobText` for every text field.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+    @field_validator("*", mode="before")
     @classmethod
-    def _storable_text(cls, value: object) -> object:
-        # PostgreSQL's text and jsonb cannot hold U+0000; refused here, it is a clear
-        # invalid_job instead of a database error at insert time.
-        if isinstance(value, str) and "\x00" in value:
-            raise ValueError("must not contain the NUL character (U+0000)")
+    def _whole_numbers_are_integers(cls, value: object, info: ValidationInfo) -> object:
+        # JSON Schema counts 3.0 as an integer (a number with no fractional part), strict
+        # pydantic does not; Python's json.loads turns `3.0` into a float, so convert it back.
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and field.annotation is int and isinstance(value, float):
+            if value.is_integer():
+                return int(value)
         return value
 
 

@@ -24,9 +24,13 @@ Only the task layer turns a TransientError into a Celery retry; use cases just r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from vamu_tasks.domain import PATTERN_PROBLEMS
 
 ErrorKind = Literal[
     "invalid_job",
@@ -70,11 +74,11 @@ class InvalidJob(PermanentError):
 
     @classmethod
     def from_validation_error(cls, exc: ValidationError) -> InvalidJob:
-        """Field errors as `field: problem; ...`, without echoing the (possibly long) input."""
+        """Field errors as `field: problem; ...` in JSON's terms, never echoing the input."""
         parts = []
-        for err in exc.errors(include_url=False, include_input=False)[:10]:
+        for err in exc.errors(include_url=False)[:10]:
             where = ".".join(str(p) for p in err["loc"]) or "(data)"
-            parts.append(f"{where}: {err['msg']}")
+            parts.append(f"{where}: {_problem(err)}")
         return cls("; ".join(parts))
 
 
@@ -167,3 +171,57 @@ class LeaseHeld(Exception):
     Not a `VamuError`: it ends no job. The running worker keeps its lease fresh; if it dies,
     the reaper hands the job out again once the lease runs out.
     """
+
+
+# --- invalid_job messages in JSON's terms ---
+
+# pydantic's error types that mean "wrong type", and the JSON type that was expected.
+_EXPECTED_JSON_TYPE = {
+    "string_type": "string",
+    "int_type": "integer",
+    "float_type": "number",
+    "bool_type": "boolean",
+    "none_required": "null",
+    "list_type": "array",
+    "dict_type": "object",
+    "model_type": "object",
+    "model_attributes_type": "object",
+}
+
+
+def json_type_name(value: object) -> str:
+    """The JSON (Schema) name of a parsed JSON value's type: what NestJS sent, not Python's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return "a value JSON cannot hold"  # only a Python caller can pass one
+
+
+def _problem(err: ErrorDetails) -> str:
+    """One field's problem, as a NestJS developer reading the JSON Schema would put it.
+
+    pydantic speaks Python (`Input should be a valid integer`, `Value error, ...`, the raw
+    regex); the type names and the input's own type come from JSON instead. The input itself
+    is only inspected, never quoted: it may be long or private.
+    """
+    expected = _EXPECTED_JSON_TYPE.get(err["type"])
+    if expected is not None:
+        return f"expected {expected}, got {json_type_name(err.get('input'))}"
+    ctx = err.get("ctx") or {}
+    if err["type"] == "value_error" and "error" in ctx:
+        return str(ctx["error"])  # our own validator's words, without "Value error, "
+    if err["type"] == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        return PATTERN_PROBLEMS.get(pattern, f"expected a string matching {pattern}")
+    return err["msg"]

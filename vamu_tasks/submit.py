@@ -32,7 +32,9 @@ def validate_request(feature: Feature, data: Mapping[str, Any]) -> dict[str, Any
     """The request as stored on the row (camelCase JSON), or `InvalidJob` with field errors."""
     spec = FEATURES[feature]
     try:
-        model = spec.request_model.model_validate(data)
+        # Keys by their camelCase names only, as the JSON Schema lists them: `user_id` is an
+        # unknown key here. (Python code may still build a request by field name.)
+        model = spec.request_model.model_validate(data, by_alias=True, by_name=False)
     except ValidationError as exc:
         raise InvalidJob.from_validation_error(exc) from exc
     return model.model_dump(mode="json", by_alias=True, exclude_none=True)

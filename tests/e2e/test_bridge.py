@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from pydantic import Field, TypeAdapter, ValidationError
 
 from tests.conftest import Stack
 from tests.support.bullmq import BridgeProcess, produce
+from tests.support.node import require_node_modules
 from tests.support.services import REDIS_APP_DB, delete_keys, free_port, scrape
 from tests.support.socketio import SocketIOListener
 from tests.support.worker import wait_for_job
+from vamu_tasks.domain import LOCALE_PATTERN, NO_NUL_PATTERN
 from vamu_tasks.testing.answers import ideas_responder
 
 pytestmark = pytest.mark.e2e
@@ -125,6 +131,52 @@ def test_invalid_job_data_fails_with_the_field_errors_and_creates_no_row(b: Brid
     assert b.rows_for([f"bullmq:{b.queue}:{outcome['id']}"]) == []
 
 
+def test_data_its_json_schema_refuses_is_refused_in_json_terms_and_bcp_47_locales_pass(
+    b: Bridged,
+):
+    outcomes = b.produce([
+        {"name": "inspiration.generate", "data": {"userId": "u-ada", "count": "3"}},
+        {"name": "inspiration.generate", "data": {"userId": "u-ada", "locale": "not a locale!!"}},
+        {"name": "inspiration.generate", "data": ["u-ada"]},
+        {"name": "inspiration.generate",
+         "data": {"userId": "u-ada", "count": 1, "locale": "zh-Hant-TW"}},
+    ])
+
+    assert [o.get("failedReason") for o in outcomes[:3]] == [
+        "invalid_job: count: expected integer, got string",
+        "invalid_job: locale: expected a BCP 47 language tag, such as en-GB, pt-BR or zh-Hant-TW",
+        "invalid_job: job data must be a JSON object, got array",
+    ]
+    assert [o["attemptsMade"] for o in outcomes[:3]] == [1, 1, 1]
+    assert outcomes[3]["state"] == "completed", outcomes[3]
+    job = wait_for_job(b.stack.store, uuid.UUID(outcomes[3]["returnvalue"]["jobId"]))
+    assert (job.status, job.request["locale"]) == ("succeeded", "zh-Hant-TW")
+
+
+def test_the_schema_patterns_match_the_same_strings_in_javascript_as_in_the_bridge():
+    # The bridge runs the patterns on pydantic's Rust engine; NestJS validators (ajv) run
+    # them as ECMA-262 RegExps with the `u` flag. The two dialects must agree.
+    samples = ["en-GB", "pt-BR", "zh-Hant-TW", "es-419", "de", "de-CH-1996", "en-US-x-twain",
+               "not a locale!!", "en_GB", "", "en-", "en-GB\n", "\nen-GB", "en-\u0000",
+               "a\u0000b", "line\nbreak", "😀", "é", "x" * 40]
+    patterns = [LOCALE_PATTERN, NO_NUL_PATTERN]
+    script = ("const [ps, ss] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+              "console.log(JSON.stringify(ps.map(p => ss.map(s => new RegExp(p, 'u').test(s)))));")
+    node = subprocess.run([str(require_node_modules()), "-e", script], capture_output=True,
+                          text=True, input=json.dumps([patterns, samples]), check=True)
+
+    in_python = [[matches(p, s) for s in samples] for p in patterns]
+    assert json.loads(node.stdout) == in_python
+
+
+def matches(pattern: str, value: str) -> bool:
+    try:
+        TypeAdapter(Annotated[str, Field(pattern=pattern)]).validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def test_a_user_over_the_hourly_quota_is_refused_with_quota_exceeded(b: Bridged):
     user = f"quota-{uuid.uuid4().hex[:8]}"
     jobs = [{"name": "inspiration.generate", "data": {"userId": user}}] * (QUOTA + 2)
@@ -171,16 +223,21 @@ def test_a_job_added_after_the_bridge_idled_past_the_socket_timeout_is_picked_up
     assert outcome["finishedAt"] - outcome["addedAt"] < 2000
 
 
-def test_a_sync_job_completes_with_the_ideas_themselves(b: Bridged):
-    (outcome,) = b.produce([{"name": "inspiration.generate",
-                             "data": {"userId": "u-bruno", "count": 2}}], sync=True)
+def test_a_sync_job_completes_with_the_ideas_themselves_and_also_emits_its_event(b: Bridged):
+    with SocketIOListener(b.stack.app_redis_url, ["u-bruno"], key=b.stack.socketio_key) as room:
+        (outcome,) = b.produce([{"name": "inspiration.generate",
+                                 "data": {"userId": "u-bruno", "count": 2}}], sync=True)
 
-    assert outcome["state"] == "completed", outcome
-    value = outcome["returnvalue"]
-    assert value["status"] == "succeeded"
-    assert [i["title"] for i in value["result"]["ideas"]] == ["Idea 1", "Idea 2"]
-    job = b.stack.store.get_job(uuid.UUID(value["jobId"]))
-    assert job is not None and job.result == value["result"]
+        assert outcome["state"] == "completed", outcome
+        value = outcome["returnvalue"]
+        assert value["status"] == "succeeded"
+        assert [i["title"] for i in value["result"]["ideas"]] == ["Idea 1", "Idea 2"]
+        job = b.stack.store.get_job(uuid.UUID(value["jobId"]))
+        assert job is not None and job.result == value["result"]
+        # docs/contracts.md says so: the result reaches NestJS twice, handle it once.
+        event = room.wait_for("inspiration-ready", user="u-bruno",
+                              predicate=lambda e: e["data"]["jobId"] == value["jobId"])
+        assert event["data"]["status"] == "succeeded"
 
 
 def test_a_sync_job_whose_job_fails_fails_with_the_error_kind(b: Bridged):

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from tests.conftest import Stack
 from tests.support.cli import vamu as run_cli
-from tests.support.services import temporary_database
+from tests.support.services import free_port, temporary_database
 from vamu_tasks.testing.answers import ideas_responder
 
 pytestmark = pytest.mark.integration
@@ -36,6 +36,34 @@ def test_db_upgrade_creates_the_tables_on_an_empty_database(s: Stack):
         tables = set(sa.inspect(engine).get_table_names())
         engine.dispose()
     assert {"ai_jobs", "notification_outbox", "alembic_version"} <= tables
+
+
+def test_db_upgrade_on_a_missing_database_says_so_in_one_line_naming_the_fix(s: Stack):
+    name = f"vamu_missing_{uuid.uuid4().hex[:8]}"
+    server = sa.make_url(s.env["VAMU_DATABASE_URL"])
+    url = server.set(database=name, password="pw-never-printed")
+
+    result = vamu(s, "db", "upgrade",
+                  env={"VAMU_DATABASE_URL": url.render_as_string(hide_password=False)})
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f'vamu-tasks: database "{name}" does not exist on {server.host}:{server.port or 5432}; '
+        f"create it with: createdb -h {server.host} -U {server.username} {name}"
+    ]
+    assert "pw-never-printed" not in result.stdout + result.stderr
+
+
+def test_db_upgrade_without_a_server_says_so_in_one_line_without_the_password(s: Stack):
+    url = sa.make_url(s.env["VAMU_DATABASE_URL"]).set(port=free_port(), password="pw-secret")
+
+    result = vamu(s, "db", "upgrade",
+                  env={"VAMU_DATABASE_URL": url.render_as_string(hide_password=False)})
+
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"vamu-tasks: cannot connect to {url.render_as_string()}: ")
+    assert "pw-secret" not in result.stdout + result.stderr
 
 
 def test_enqueue_with_wait_prints_the_ideas_and_jobs_show_prints_the_row(s: Stack):

@@ -1,12 +1,23 @@
-"""The JSON Schemas NestJS builds against stay generated from the models."""
+"""The JSON Schemas NestJS builds against stay generated from the models, and mean the same."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from vamu_tasks.bridge.contract import Refused
+from vamu_tasks.bridge.service import accept_job
 from vamu_tasks.contracts import job_schemas, stale
-from vamu_tasks.features import FEATURES
+from vamu_tasks.domain import LOCALE_PATTERN, NO_NUL_PATTERN
+from vamu_tasks.features import FEATURES, FeatureSpec
+from vamu_tasks.testing.memory import InMemoryJobStore
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
@@ -25,3 +36,195 @@ def test_every_bullmq_job_name_has_a_camel_case_schema():
         inspiration["properties"])
     assert json.loads(
         (SCHEMAS / "inspiration.generate.json").read_text())["additionalProperties"] is False
+
+
+# --- the bridge and the published schemas agree ----------------------------------------------
+#
+# `jsonschema` is not a dependency, so `schema_accepts` below implements the few keywords the
+# job schemas use. The first test pins that set: a model change that brings in another
+# keyword fails here, rather than being silently ignored by the check.
+
+KEYWORDS = {"$id", "title", "description", "type", "properties", "required",
+            "additionalProperties", "anyOf", "default", "minLength", "maxLength", "pattern",
+            "minimum", "maximum"}
+
+
+def keywords_in(schema: Mapping[str, Any]) -> set[str]:
+    found = set(schema)
+    for sub in schema.get("properties", {}).values():
+        found |= keywords_in(sub)
+    for sub in schema.get("anyOf", []):
+        found |= keywords_in(sub)
+    return found
+
+
+def json_type_is(value: object, kind: str) -> bool:
+    if kind == "integer":  # JSON Schema: any number without a fractional part
+        return (isinstance(value, int) and not isinstance(value, bool)) or (
+            isinstance(value, float) and value.is_integer())
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    types = {"string": str, "boolean": bool, "object": dict, "array": list, "null": type(None)}
+    return isinstance(value, types[kind])
+
+
+def schema_accepts(schema: Mapping[str, Any], value: object) -> bool:
+    """JSON Schema 2020-12 validation, for the keywords in KEYWORDS only."""
+    if "anyOf" in schema and not any(schema_accepts(s, value) for s in schema["anyOf"]):
+        return False
+    if "type" in schema and not json_type_is(value, schema["type"]):
+        return False
+    if isinstance(value, str):
+        return string_accepted(schema, value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return schema.get("minimum", -math.inf) <= value <= schema.get("maximum", math.inf)
+    if isinstance(value, dict):
+        return object_accepted(schema, value)
+    return True
+
+
+def string_accepted(schema: Mapping[str, Any], value: str) -> bool:
+    if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", math.inf):
+        return False
+    # ECMA-262's `$` is the end of the text; Python's also matches before a final newline.
+    pattern = schema.get("pattern")
+    return pattern is None or re.search(re.sub(r"\$$", r"\\Z", pattern), value) is not None
+
+
+def object_accepted(schema: Mapping[str, Any], value: dict[str, object]) -> bool:
+    if any(key not in value for key in schema.get("required", [])):
+        return False
+    properties = schema.get("properties", {})
+    for key, item in value.items():
+        if key in properties:
+            if not schema_accepts(properties[key], item):
+                return False
+        elif schema.get("additionalProperties", True) is False:
+            return False
+    return True
+
+
+class NoQuota:
+    limit = 0
+
+    def take(self, user_id: str) -> bool:
+        return True
+
+    def give_back(self, user_id: str) -> None:
+        pass
+
+
+class NullSender:
+    def send(self, spec: FeatureSpec, job_id: uuid.UUID, headers: Any = None, **_: Any) -> str:
+        return "task"
+
+
+def bridge_accepts(job_name: str, data: object) -> bool:
+    """What the bridge does with this job data (its real code path, on an in-memory store)."""
+    try:
+        accept_job(InMemoryJobStore(), NullSender(), NoQuota(), name=job_name, data=data,
+                   queue="vamu-ai", bullmq_job_id="1")
+    except Refused:
+        return False
+    return True
+
+
+VALID = {
+    "inspiration.generate": {"userId": "u-ada"},
+    "chatbot.reply": {"userId": "u-ada", "conversationId": "c-1", "message": "Jazz tonight?"},
+    "agent.run": {"userId": "u-ada", "goal": "jazz this weekend"},
+}
+GOOD_LOCALES = ["en-GB", "pt-BR", "zh-Hant-TW", "es-419", "de", "DE-at", "sr-Latn-RS",
+                "de-CH-1996", "en-US-x-twain", "zh-yue-HK"]
+BAD_LOCALES = ["not a locale!!", "en_GB", "", "e", "en-", "-en", "en--GB", "en-GB-", "123",
+               "en GB", "en-GB\n", "en-\u0000", "x" * 36]
+# Values of every JSON type, and numbers that only a careless coercion would take.
+OTHER_TYPES: list[object] = [None, True, False, 0, 3, 3.0, 2.5, -1, "3", "", [], ["a"], {},
+                             {"a": 1}]
+
+
+def value_samples(prop: Mapping[str, Any]) -> list[object]:
+    """Values around every limit of one property, plus one of every other JSON type."""
+    string = next((s for s in [prop, *prop.get("anyOf", [])] if s.get("type") == "string"), None)
+    samples = list(OTHER_TYPES)
+    if string is not None:
+        longest = string.get("maxLength", 50)
+        samples += ["a", "a" * longest, "a" * (longest + 1), "a\u0000b", "\u0000", "é" * longest,
+                    "line\nbreak", "😀" * min(longest, 10)]
+    if prop.get("type") == "integer":
+        samples += [prop["minimum"] - 1, prop["minimum"], prop["maximum"], prop["maximum"] + 1,
+                    float(prop["maximum"]), 10**30, str(prop["minimum"])]
+    return samples
+
+
+def sample_payloads() -> list[tuple[str, object]]:
+    payloads: list[tuple[str, object]] = []
+    for name, schema in job_schemas().items():
+        valid = VALID[name]
+        payloads.append((name, valid))
+        for key, prop in schema["properties"].items():
+            payloads += [(name, {**valid, key: v}) for v in value_samples(prop)]
+        for key in schema["required"]:
+            payloads.append((name, {k: v for k, v in valid.items() if k != key}))
+        payloads += [(name, {**valid, "extra": 1}), (name, {**valid, "user_id": "u-ada"}),
+                     (name, {"user_id": "u-ada", **{k: v for k, v in valid.items()
+                                                    if k != "userId"}})]
+        payloads += [(name, not_an_object) for not_an_object in [None, "u-ada", 3, ["u-ada"]]]
+    payloads += [("inspiration.generate", {"userId": "u-ada", "locale": locale})
+                 for locale in GOOD_LOCALES + BAD_LOCALES]
+    return payloads
+
+
+def test_the_schemas_use_only_the_keywords_the_agreement_check_understands():
+    for name, schema in job_schemas().items():
+        assert keywords_in(schema) <= KEYWORDS, name
+
+
+def test_the_bridge_accepts_exactly_the_job_data_its_published_schema_accepts():
+    schemas = job_schemas()
+    payloads = sample_payloads()
+
+    disagreements = [(name, data, schema_accepts(schemas[name], data))
+                     for name, data in payloads
+                     if schema_accepts(schemas[name], data) != bridge_accepts(name, data)]
+
+    assert disagreements == []
+    # Both answers occur often, so the check is not vacuous.
+    accepted = sum(bridge_accepts(name, data) for name, data in payloads)
+    assert accepted > 50 and len(payloads) - accepted > 50
+
+
+def test_every_text_field_of_every_job_refuses_nul_in_the_schema_too():
+    # PostgreSQL cannot store U+0000: a text field without a NUL-free pattern would let it
+    # through to the insert, where it becomes a database error that BullMQ retries.
+    for name, schema in job_schemas().items():
+        for key, prop in schema["properties"].items():
+            for sub in [prop, *prop.get("anyOf", [])]:
+                if sub.get("type") == "string":
+                    assert sub.get("pattern") in (NO_NUL_PATTERN, LOCALE_PATTERN), (name, key)
+                    assert not schema_accepts(sub, "a\u0000b"), (name, key)
+
+
+def test_the_locale_pattern_is_in_the_published_schema():
+    locale = json.loads((SCHEMAS / "inspiration.generate.json").read_text())["properties"][
+        "locale"]
+
+    assert {"type": "string", "maxLength": 35, "pattern": LOCALE_PATTERN} in locale["anyOf"]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (["u-ada"], "invalid_job: job data must be a JSON object, got array"),
+        ("u-ada", "invalid_job: job data must be a JSON object, got string"),
+        (None, "invalid_job: job data must be a JSON object, got null"),
+        ({"userId": "u-ada", "count": "3"}, "invalid_job: count: expected integer, got string"),
+        ({"userId": ["u-ada"]}, "invalid_job: userId: expected string, got array"),
+    ],
+)
+def test_the_bridge_refuses_data_of_the_wrong_json_type_in_json_terms(data: object, reason: str):
+    with pytest.raises(Refused) as caught:
+        accept_job(InMemoryJobStore(), NullSender(), NoQuota(), name="inspiration.generate",
+                   data=data, queue="vamu-ai", bullmq_job_id="1")
+
+    assert caught.value.failed_reason == reason

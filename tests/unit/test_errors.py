@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 
 from vamu_tasks import errors
 from vamu_tasks.errors import (
@@ -13,6 +13,7 @@ from vamu_tasks.errors import (
     RateLimited,
     TransientError,
     VamuError,
+    json_type_name,
 )
 from vamu_tasks.inspiration.schemas import InspirationRequest
 
@@ -108,3 +109,47 @@ def test_invalid_job_for_data_that_is_not_an_object_names_the_data() -> None:
     error = InvalidJob.from_validation_error(validation_error(["u-ada"]))  # type: ignore[arg-type]
 
     assert error.message.startswith("(data): ")
+
+
+@pytest.mark.parametrize(
+    ("value", "name"),
+    [
+        (None, "null"),
+        (True, "boolean"),
+        (3, "integer"),
+        (3.5, "number"),
+        ("3", "string"),
+        (["a"], "array"),
+        ({"a": 1}, "object"),
+    ],
+)
+def test_json_type_name_uses_json_schemas_names_not_pythons(value: object, name: str) -> None:
+    assert json_type_name(value) == name
+
+
+def test_invalid_job_gives_a_validators_own_words_without_pydantics_value_error_prefix() -> None:
+    class Odd(BaseModel):
+        n: int
+
+        @field_validator("n")
+        @classmethod
+        def _odd(cls, value: int) -> int:
+            if value % 2 == 0:
+                raise ValueError("must be odd")
+            return value
+
+    with pytest.raises(ValidationError) as caught:
+        Odd.model_validate({"n": 2})
+
+    assert InvalidJob.from_validation_error(caught.value).message == "n: must be odd"
+
+
+def test_invalid_job_says_what_a_pattern_means_instead_of_quoting_the_regex() -> None:
+    error = InvalidJob.from_validation_error(
+        validation_error({"userId": "u-\u0000", "locale": "en_GB"})
+    )
+
+    assert error.message == (
+        "userId: must not contain the NUL character (U+0000); "
+        "locale: expected a BCP 47 language tag, such as en-GB, pt-BR or zh-Hant-TW"
+    )

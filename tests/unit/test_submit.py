@@ -89,14 +89,78 @@ def test_a_valid_job_is_stored_queued_with_its_camel_case_request_and_sent_once(
     assert row.request == {"userId": "u-ada", "count": 3, "hint": "jazz", "requestId": "r-1"}
 
 
-def test_snake_case_input_is_stored_in_camel_case(
+def test_snake_case_keys_are_unknown_keys_as_the_json_schema_says(
+    store: InMemoryJobStore, sender: RecordingSender
+) -> None:
+    with pytest.raises(InvalidJob) as caught:
+        submit_job(store, sender, "inspiration", {"user_id": "u-dev", "count": 2}, source="cli")
+
+    assert caught.value.message == (
+        "userId: Field required; user_id: Extra inputs are not permitted"
+    )
+    assert store.jobs == []
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"userId": "u-ada", "count": "3"}, "count: expected integer, got string"),
+        ({"userId": "u-ada", "count": True}, "count: expected integer, got boolean"),
+        ({"userId": "u-ada", "count": 2.5}, "count: expected integer, got number"),
+        ({"userId": "u-ada", "count": None}, "count: expected integer, got null"),
+        ({"userId": "u-ada", "hint": ["jazz"]}, "hint: expected string, got array"),
+        ({"userId": "u-ada", "hint": {"text": "jazz"}}, "hint: expected string, got object"),
+        ({"userId": 42}, "userId: expected string, got integer"),
+        (["u-ada"], "(data): expected object, got array"),
+    ],
+)
+def test_a_value_of_the_wrong_json_type_is_refused_in_json_terms_not_python_ones(
+    store: InMemoryJobStore, sender: RecordingSender, data: object, problem: str
+) -> None:
+    with pytest.raises(InvalidJob) as caught:
+        submit_job(store, sender, "inspiration", data, source="cli")  # type: ignore[arg-type]
+
+    assert caught.value.message == problem
+    assert store.jobs == []
+
+
+def test_a_whole_number_written_with_a_decimal_point_is_an_integer_as_in_json_schema(
     store: InMemoryJobStore, sender: RecordingSender
 ) -> None:
     job, _ = submit_job(
-        store, sender, "inspiration", {"user_id": "u-dev", "count": 2}, source="cli"
+        store, sender, "inspiration", {"userId": "u-ada", "count": 3.0}, source="cli"
     )
 
-    assert job.request == {"userId": "u-dev", "count": 2}
+    assert job.request == {"userId": "u-ada", "count": 3}
+    assert type(job.request["count"]) is int
+
+
+@pytest.mark.parametrize("locale", ["en-GB", "pt-BR", "zh-Hant-TW", "es-419", "de", "de-CH-1996"])
+def test_a_bcp_47_locale_is_accepted_and_stored_as_sent(
+    store: InMemoryJobStore, sender: RecordingSender, locale: str
+) -> None:
+    job, _ = submit_job(
+        store, sender, "inspiration", {"userId": "u-ada", "locale": locale}, source="cli"
+    )
+
+    assert job.request["locale"] == locale
+
+
+@pytest.mark.parametrize(
+    "locale", ["not a locale!!", "en_GB", "", "en-", "-GB", "e", "en-GB\n", "en GB", "12"]
+)
+def test_a_locale_that_is_not_a_bcp_47_tag_is_refused_naming_the_field(
+    store: InMemoryJobStore, sender: RecordingSender, locale: str
+) -> None:
+    with pytest.raises(InvalidJob) as caught:
+        submit_job(
+            store, sender, "inspiration", {"userId": "u-ada", "locale": locale}, source="cli"
+        )
+
+    assert caught.value.message == (
+        "locale: expected a BCP 47 language tag, such as en-GB, pt-BR or zh-Hant-TW"
+    )
+    assert store.jobs == []
 
 
 def test_the_same_source_ref_twice_makes_one_row(

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from vamu_tasks.domain import JobRequest
+from vamu_tasks.domain import JobRequest, JobText
 
 Bound = Literal["max_steps", "max_tokens", "max_seconds"]
 
@@ -14,10 +14,10 @@ Bound = Literal["max_steps", "max_tokens", "max_seconds"]
 class AgentRequest(JobRequest):
     """Data of the BullMQ job `agent.run` (camelCase on the wire)."""
 
-    user_id: str = Field(min_length=1, max_length=128)
-    goal: str = Field(min_length=1, max_length=2000)
-    request_id: str | None = Field(default=None, max_length=255)
-    traceparent: str | None = Field(default=None, max_length=128)
+    user_id: JobText = Field(min_length=1, max_length=128)
+    goal: JobText = Field(min_length=1, max_length=2000)
+    request_id: JobText | None = Field(default=None, max_length=255)
+    traceparent: JobText | None = Field(default=None, max_length=128)
 
 
 class Proposal(BaseModel):

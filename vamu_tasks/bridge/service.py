@@ -17,7 +17,7 @@ from vamu_tasks.bridge.contract import (
     UnknownJob,
     source_ref,
 )
-from vamu_tasks.errors import InvalidJob
+from vamu_tasks.errors import InvalidJob, json_type_name
 from vamu_tasks.features import BY_JOB_NAME
 from vamu_tasks.ports import JobStore
 from vamu_tasks.submit import TaskSender, create_and_send, validate_request
@@ -70,7 +70,7 @@ def accept_job(
         known = ", ".join(sorted(BY_JOB_NAME))
         raise UnknownJob(f"{name!r} is not a job this bridge runs (known: {known})")
     if not isinstance(data, Mapping):
-        raise InvalidJobData(f"job data must be a JSON object, got {type(data).__name__}")
+        raise InvalidJobData(f"job data must be a JSON object, got {json_type_name(data)}")
     try:
         request = validate_request(spec.feature, data)
     except InvalidJob as exc:

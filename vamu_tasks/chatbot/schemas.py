@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from vamu_tasks.domain import JobRequest
+from vamu_tasks.domain import JobRequest, JobText
 
 
 class ChatRequest(JobRequest):
     """Data of the BullMQ job `chatbot.reply` (camelCase on the wire)."""
 
-    user_id: str = Field(min_length=1, max_length=128)
-    conversation_id: str = Field(min_length=1, max_length=128)
-    message: str = Field(min_length=1, max_length=4000)
-    request_id: str | None = Field(default=None, max_length=255)
-    traceparent: str | None = Field(default=None, max_length=128)
+    user_id: JobText = Field(min_length=1, max_length=128)
+    conversation_id: JobText = Field(min_length=1, max_length=128)
+    message: JobText = Field(min_length=1, max_length=4000)
+    request_id: JobText | None = Field(default=None, max_length=255)
+    traceparent: JobText | None = Field(default=None, max_length=128)
 
 
 class ChatReply(BaseModel):

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vamu_tasks.domain import JobRequest
+from vamu_tasks.domain import LOCALE_PATTERN, JobRequest, JobText
 
 
 class InspirationRequest(JobRequest):
     """Data of the BullMQ job `inspiration.generate` (camelCase on the wire)."""
 
-    user_id: str = Field(min_length=1, max_length=128)
+    user_id: JobText = Field(min_length=1, max_length=128)
     count: int = Field(default=3, ge=1, le=10)
-    locale: str | None = Field(default=None, max_length=35)
-    hint: str | None = Field(default=None, max_length=500)
-    request_id: str | None = Field(default=None, max_length=255)
-    traceparent: str | None = Field(default=None, max_length=128)
+    # Its own pattern instead of JobText's: a BCP 47 tag has no room for NUL either.
+    locale: str | None = Field(default=None, max_length=35, pattern=LOCALE_PATTERN)
+    hint: JobText | None = Field(default=None, max_length=500)
+    request_id: JobText | None = Field(default=None, max_length=255)
+    traceparent: JobText | None = Field(default=None, max_length=128)
 
 
 class Idea(BaseModel):
