@@ -267,12 +267,15 @@ def test_generated_cli_arguments_are_refused_or_accepted_never_crash(rig: Rig, f
     rows = rows_ended(rig, before, len(accepted))
     figures.update({
         "invocations": len(results), "exit_codes": {c: exits.count(c) for c in sorted(set(exits))},
-        "accepted": len(accepted),
+        "accepted": len(accepted), "rows": len(rows),
         "row_outcomes": sorted({(r.status, r.error_kind or "") for r in rows}),
     })
     assert not crashes_, crashes_[:3]
     assert not unclear, unclear[:3]
     assert set(exits) <= {0, 1, 2}
+    # Each accepted invocation made its own row, and a refused one made none.
+    assert {str(r.id) for r in rows} == set(accepted)
+    assert len(rows) == len(accepted)
     assert all(r.status in ("succeeded", "failed") for r in rows)
     assert all(r.error_kind in ACCEPTABLE_KINDS for r in rows), figures["row_outcomes"]
     assert not crashes(*rig.workers)  # type: ignore[attr-defined]
