@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 NODE_DIR := tests/e2e/node
 
-.PHONY: demo test install node-deps lint typecheck format unit integration e2e clean chaos
+.PHONY: demo test install node-deps lint typecheck format unit integration e2e clean chaos test-live
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,8 +45,9 @@ e2e: install node-deps
 	$(BIN)/pytest tests/e2e -q
 
 # The fault suite (tests/chaos, ~6 min, docs/reliability.md) has its own target; .ci/run runs both.
+# The live vendor checks (tests/live) spend real tokens: only `make test-live` runs them.
 test: install node-deps lint typecheck
-	$(BIN)/pytest -q --ignore=tests/chaos
+	$(BIN)/pytest -q --ignore=tests/chaos --ignore=tests/live
 
 # Flower's dashboard with tasks of every feature, rendered by headless Chromium to docs/img/
 # (needs /usr/bin/chromium and a Redis on 127.0.0.1:6379; see scripts/render_flower.py).
@@ -72,3 +73,7 @@ bench-quick: install node-deps
 # Fault-injection suite (docs/reliability.md): real processes, one fault per test, ~6 minutes.
 chaos: install node-deps
 	$(BIN)/pytest tests/chaos -q -p no:cacheprovider
+
+# Each feature once against the real OpenAI / Anthropic APIs (a few cents); skips without keys.
+test-live: install
+	$(BIN)/pytest tests/live -q -rs

@@ -27,9 +27,10 @@ from typing import Any
 
 import probe
 
-from vamu_tasks.testing import fake_llm as fake
 from vamu_tasks.testing.answers import ideas_responder, requested_schema
 from vamu_tasks.testing.fake_llm import Behaviour, FakeLLMServer, RecordedRequest, Text
+from vamu_tasks.testing.fake_llm import server as fake_server
+from vamu_tasks.testing.fake_llm.behaviours import last_user_text
 
 TAG = re.compile(r"\[bench:([^\]]+)\]")
 CHAT_REPLY = (
@@ -70,11 +71,11 @@ class _FirstDeltaWriter:
 
 
 def install_first_token_probe() -> None:
-    answer = fake._Handler._answer
-    send_stream = fake._Handler._send_stream
+    answer = fake_server._Handler._answer
+    send_stream = fake_server._Handler._send_stream
 
     def _answer(self: Any, wire: Any, request: RecordedRequest, behaviour: Behaviour) -> None:
-        match = TAG.search(fake._last_user_text(request.body)) if request.stream else None
+        match = TAG.search(last_user_text(request.body)) if request.stream else None
         self._bench_key = match.group(1) if match else None
         answer(self, wire, request, behaviour)
 
@@ -86,8 +87,8 @@ def install_first_token_probe() -> None:
         finally:
             self.wfile = raw
 
-    fake._Handler._answer = _answer  # type: ignore[method-assign]
-    fake._Handler._send_stream = _send_stream  # type: ignore[method-assign]
+    fake_server._Handler._answer = _answer  # type: ignore[method-assign]
+    fake_server._Handler._send_stream = _send_stream  # type: ignore[method-assign]
 
 
 def main() -> None:

@@ -15,6 +15,9 @@ from pydantic.alias_generators import to_camel
 Feature = Literal["inspiration", "chatbot", "agent"]
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobSource = Literal["bullmq", "cli", "api"]
+# Why an answer ended: complete, or cut at the output token limit (the vendors' `end_turn` /
+# `completed` and `max_tokens` / `incomplete: max_output_tokens`).
+FinishReason = Literal["stop", "length"]
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 MAX_ERROR_MESSAGE = 2000  # characters of error_message kept on a job row
 
@@ -159,7 +162,7 @@ class LLMResult:
     provider: str
     model: str
     usage: Usage
-    stop_reason: str
+    finish_reason: FinishReason
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,8 @@ class ChatMessageRecord:
     role: Literal["user", "assistant"]
     content: str
     seq: int
+    # A reply's: "length" when the token limit cut it (None for replies stored before 0007).
+    finish_reason: FinishReason | None = None
 
 
 @dataclass(frozen=True)
@@ -350,7 +355,7 @@ class ToolTurnResult:
     provider: str
     model: str
     usage: Usage
-    stop_reason: str
+    finish_reason: FinishReason
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from vamu_tasks.domain import (
     AgentStep,
     ChatChunk,
     ChatMessageRecord,
+    FinishReason,
     JobFilter,
     JobRecord,
     LLMRequest,
@@ -184,8 +185,15 @@ class ChatStore(Protocol):
         """Store the job's user message (once); `InvalidJob` if the conversation is not theirs."""
         ...
 
-    def add_reply(self, job_id: uuid.UUID, conversation_id: str, content: str) -> ChatMessageRecord:
-        """Store the job's reply (once) after everything already in the conversation."""
+    def add_reply(
+        self,
+        job_id: uuid.UUID,
+        conversation_id: str,
+        content: str,
+        finish_reason: FinishReason = "stop",
+    ) -> ChatMessageRecord:
+        """Store the job's reply (once) after everything already in the conversation, with
+        why it ended ("length": the token limit cut it)."""
         ...
 
     def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None: ...

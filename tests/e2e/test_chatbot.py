@@ -74,9 +74,10 @@ def test_a_long_reply_reaches_the_room_in_tens_of_ordered_chunks_then_reply_read
         assert 5 <= len(chunks) <= 80, f"{len(chunks)} chunk events for ~1000 deltas"
         assert {c["conversationId"] for c in chunks} == {conversation}
         # The reply is committed before chat-reply-ready is sent.
-        assert job.result == {"reply": LONG_REPLY, "messageId": ready["data"]["messageId"]}
+        assert job.result == {"reply": LONG_REPLY, "messageId": ready["data"]["messageId"],
+                              "finishReason": "stop"}
         assert ready["data"] == {"jobId": str(job_id), "conversationId": conversation,
-                                 "messageId": job.result["messageId"]}
+                                 "messageId": job.result["messageId"], "finishReason": "stop"}
     assert messages(s, conversation) == [("user", "Plan my Saturday", 1),
                                          ("assistant", LONG_REPLY, 2)]
 

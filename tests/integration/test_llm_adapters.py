@@ -45,9 +45,9 @@ from vamu_tasks.testing.fake_llm import (
     Error,
     FakeLLMServer,
     Hang,
+    MaxTokens,
     Refusal,
     Text,
-    Truncated,
 )
 
 OPENAI_MODEL = "gpt-5-mini"
@@ -192,7 +192,7 @@ def test_a_plain_completion_returns_the_text_provider_model_and_normalised_usage
     assert result.usage == Usage(
         input_tokens=100, output_tokens=20, cached_input_tokens=40, cache_write_tokens=0
     )
-    assert result.stop_reason in {"end", "end_turn"}
+    assert result.finish_reason == "stop"
 
 
 def test_anthropic_cache_reads_are_added_back_into_input_tokens(
@@ -274,14 +274,16 @@ def test_a_plain_request_sends_no_output_schema(
     assert "format" not in (body.get("text") or {})
 
 
-def test_an_answer_cut_off_by_the_token_limit_says_so_in_its_stop_reason(
+def test_an_answer_cut_off_by_the_token_limit_says_so_in_its_finish_reason(
     provider: Provider, fake_llm: FakeLLMServer
 ) -> None:
-    fake_llm.push(Truncated("Three ideas: 1. Jaz"))
+    fake_llm.push(MaxTokens("Three ideas: 1. Jaz"))
 
     result = provider.complete(QUESTION)
 
-    assert result.stop_reason in {"max_output_tokens", "max_tokens"}
+    assert (result.text, result.finish_reason) == ("Three ideas: 1. Jaz", "length")
+    # The whole output budget was spent, as the vendors report it.
+    assert result.usage.output_tokens == QUESTION.max_output_tokens
 
 
 # --- failures ----------------------------------------------------------------------------------

@@ -155,7 +155,7 @@ def test_the_deltas_join_into_the_text_of_the_final_result(
     assert seen.text == REPLY
     assert final.text == REPLY
     assert (final.provider, final.model) == (vendor, provider.model)
-    assert final.stop_reason == {"openai": "end", "anthropic": "end_turn"}[vendor]
+    assert final.finish_reason == "stop"
     assert_streamed_request(fake_llm, vendor)
 
 

@@ -45,6 +45,7 @@ from vamu_tasks.errors import (
 )
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.testing.memory import (
+    Cut,
     InMemoryChatStore,
     InMemoryJobStore,
     RecordingChunkSink,
@@ -195,13 +196,44 @@ def test_the_result_carries_the_reply_and_message_id_and_the_ready_event_the_con
 
     reply = chat.chats.reply_for(job.id)
     assert reply is not None
-    assert outcome.result == {"reply": REPLY, "messageId": str(reply.id)}
+    assert outcome.result == {"reply": REPLY, "messageId": str(reply.id), "finishReason": "stop"}
     assert outcome.ready_event == READY_EVENT == "chat-reply-ready"
     assert outcome.ready_data == {
         "jobId": str(job.id),
         "conversationId": chat.conversation,
         "messageId": str(reply.id),
+        "finishReason": "stop",
     }
+
+
+def test_a_reply_the_token_limit_cut_is_stored_but_says_so_in_result_and_event() -> None:
+    chat = Chat()
+    job = chat.started("Tell me everything on this week")
+    chat.llm.push(Cut("Here is everything on this week: Monday, a jazz"))
+
+    outcome = chat.reply(job)
+
+    reply = chat.chats.reply_for(job.id)
+    assert reply is not None
+    assert (reply.content, reply.finish_reason) == (
+        "Here is everything on this week: Monday, a jazz",
+        "length",
+    )
+    assert outcome.result["finishReason"] == "length"
+    assert outcome.ready_data is not None
+    assert outcome.ready_data["finishReason"] == "length"
+
+
+def test_a_redelivered_job_reports_the_stored_replys_finish_reason_without_a_new_call() -> None:
+    chat = Chat()
+    job = chat.started("Tell me everything on this week")
+    chat.llm.push(Cut("Monday, a jazz"))
+    chat.reply(job)
+
+    again = chat.reply(job)
+
+    assert again.result["finishReason"] == "length"
+    assert len(chat.llm.requests) == 1
 
 
 def test_the_calls_tokens_are_recorded_on_the_spend_meter() -> None:

@@ -22,7 +22,7 @@ from vamu_tasks.inspiration.service import generate_ideas
 from vamu_tasks.llm.pricing import PRICES
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.llm.structured import REPAIR_PROMPT
-from vamu_tasks.testing.memory import ScriptedLLM
+from vamu_tasks.testing.memory import Cut, ScriptedLLM
 
 USER = "u-ada"
 
@@ -178,6 +178,25 @@ def test_too_few_ideas_twice_raise_schema_invalid() -> None:
 
     with pytest.raises(SchemaInvalid, match="expected 3 ideas, got 2"):
         run(llm, count=3)
+
+
+def test_an_answer_the_token_limit_cut_is_sent_back_once_saying_it_was_cut_off() -> None:
+    llm = ScriptedLLM([Cut(ideas_json(3)[:60]), ideas_json(3)])
+
+    result = run(llm)
+
+    assert len(result.ideas) == 3
+    repair = llm.requests[1].messages[-1].content
+    assert "cut off at the output token limit" in repair
+
+
+def test_an_answer_cut_twice_fails_as_schema_invalid_even_when_the_cut_text_parses() -> None:
+    # A cut answer is never taken, even one that happens to be valid JSON.
+    llm = ScriptedLLM([Cut(ideas_json(3)), Cut(ideas_json(3))])
+
+    with pytest.raises(SchemaInvalid, match="cut off at the output token limit"):
+        run(llm)
+    assert len(llm.requests) == 2
 
 
 def test_too_many_ideas_are_trimmed_without_a_repair() -> None:

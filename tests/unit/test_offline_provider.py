@@ -89,6 +89,6 @@ def test_without_a_schema_the_answer_is_plain_text_echoing_the_last_message() ->
     assert result.text == "(offline model) You said: Any jazz this weekend?"
     with pytest.raises(ValueError):
         json.loads(result.text)
-    assert (result.provider, result.model, result.stop_reason) == ("offline", "offline", "end")
+    assert (result.provider, result.model, result.finish_reason) == ("offline", "offline", "stop")
     assert result.usage.input_tokens > 0 and result.usage.output_tokens > 0
     assert cost_usd(result.model, result.usage) == 0

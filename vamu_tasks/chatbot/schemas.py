@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from vamu_tasks.domain import JobRequest, JobText
@@ -18,7 +20,9 @@ class ChatRequest(JobRequest):
 
 
 class ChatReply(BaseModel):
-    """The `result` stored on the job row: `{"reply", "messageId"}`."""
+    """The `result` stored on the job row: `{"reply", "messageId", "finishReason"}`."""
 
     reply: str
     messageId: str
+    # "length": the output token limit cut the reply (stored and shown, but not complete).
+    finishReason: Literal["stop", "length"] = "stop"

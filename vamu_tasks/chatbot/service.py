@@ -98,14 +98,17 @@ def reply_to_message(
         checkpoint()
         final = _stream_reply(job, request, llm, llm_request, sink, checkpoint)
         meter.record(final)
-        existing = chats.add_reply(job.id, request.conversation_id, final.text)
+        existing = chats.add_reply(job.id, request.conversation_id, final.text, final.finish_reason)
+    # "length": the token limit cut the reply; it is stored and shown, but not as complete.
+    finish = existing.finish_reason or "stop"
     return FeatureResult(
-        {"reply": existing.content, "messageId": str(existing.id)},
+        {"reply": existing.content, "messageId": str(existing.id), "finishReason": finish},
         READY_EVENT,
         {
             "jobId": str(job.id),
             "conversationId": request.conversation_id,
             "messageId": str(existing.id),
+            "finishReason": finish,
         },
     )
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 from vamu_tasks.domain import UserContext
+
+COUNT_LINE = "Give exactly {count} event ideas."
+_COUNT = re.compile(r"Give exactly (\d+) event ideas\.")
 
 SYSTEM = """\
 You suggest events a person could go to or organise, for the VAMU events app.
@@ -28,7 +32,7 @@ def user_prompt(context: UserContext, count: int, locale: str | None, hint: str 
         ],
     }
     lines = [
-        f"Give exactly {count} event ideas.",
+        COUNT_LINE.format(count=count),
         f"Write them in locale {profile['locale']}.",
         "User profile (JSON data):",
         json.dumps(profile, ensure_ascii=False),
@@ -36,3 +40,10 @@ def user_prompt(context: UserContext, count: int, locale: str | None, hint: str 
     if hint:
         lines += ["The user's hint (JSON string, data only):", json.dumps(hint, ensure_ascii=False)]
     return "\n".join(lines)
+
+
+def requested_count(prompt: str) -> int | None:
+    """How many ideas a user prompt asks for: the schema's bounds do not reach every vendor
+    (Anthropic's structured outputs refuse them), the prompt's count line does."""
+    found = _COUNT.search(prompt)
+    return int(found.group(1)) if found else None

@@ -10,6 +10,7 @@ import httpx2
 from pydantic import SecretStr
 
 from vamu_tasks.domain import (
+    FinishReason,
     LLMRequest,
     LLMResult,
     StreamEvent,
@@ -77,7 +78,7 @@ class AnthropicProvider:
             provider=self.name,
             model=message.model or self.model,
             usage=_usage(message.usage),
-            stop_reason=str(message.stop_reason or "truncated"),
+            finish_reason=_finish_reason(message.stop_reason),
         )
 
     def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
@@ -99,7 +100,7 @@ class AnthropicProvider:
             provider=self.name,
             model=message.model or self.model,
             usage=_usage(message.usage),
-            stop_reason=str(message.stop_reason or "truncated"),
+            finish_reason=_finish_reason(message.stop_reason),
         )
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
@@ -122,7 +123,7 @@ class AnthropicProvider:
             provider=self.name,
             model=state.model or self.model,
             usage=_usage(state.usage),
-            stop_reason=state.stop_reason,
+            finish_reason=_finish_reason(state.stop_reason),
         )
 
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
@@ -133,9 +134,11 @@ class AnthropicProvider:
             "max_tokens": request.max_output_tokens,
         }
         if request.output_schema is not None:
-            kwargs["output_config"] = {
-                "format": {"type": "json_schema", "schema": dict(request.output_schema.schema)}
-            }
+            # Structured outputs refuse numeric, length and array bounds (maxItems, minItems
+            # above 1, ...): the SDK's own transform moves them into the description, as
+            # `messages.parse` does, and the use case checks them on the answer.
+            schema = anthropic.transform_schema(dict(request.output_schema.schema))
+            kwargs["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         return kwargs
 
 
@@ -163,6 +166,11 @@ class _StreamState:
         elif event.type == "message_stop":
             self.stopped = True
         return None
+
+
+def _finish_reason(stop_reason: str | None) -> FinishReason:
+    """`max_tokens` (and a full context window) cut the answer; every other stop ends it."""
+    return "length" if stop_reason in ("max_tokens", "model_context_window_exceeded") else "stop"
 
 
 def _usage(usage: Any) -> Usage:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,6 +36,7 @@ _WORDS = (
     "hidden",
     "weekend",
 )
+_EXACTLY = re.compile(r"\bexactly (\d+)\b")
 _KINDS = ("meetup", "session", "walk", "night", "workshop", "tasting", "jam", "market")
 _STOP = frozenset(
     "a an and the of for to in on with at by from is are be this that user users their event "
@@ -57,14 +59,18 @@ class OfflineProvider:
         seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
         words = _prompt_words(request.messages[-1].content if request.messages else prompt)
         if request.output_schema is not None:
-            value = _Instance(seed, words).build(request.output_schema.schema)
+            # Arrays are as long as the prompt asks ("exactly 3"): schema bounds do not reach
+            # every vendor, so the prompt carries the count for them all.
+            asked = _EXACTLY.search(prompt)
+            count = int(asked.group(1)) if asked else None
+            value = _Instance(seed, words, count).build(request.output_schema.schema)
             text = json.dumps(value)
         else:
             last = request.messages[-1].content if request.messages else ""
             text = f"(offline model) You said: {last[:200]}"
         usage = Usage(input_tokens=max(1, len(prompt) // 4), output_tokens=max(1, len(text) // 4))
         return LLMResult(
-            text=text, provider=self.name, model=self.model, usage=usage, stop_reason="end"
+            text=text, provider=self.name, model=self.model, usage=usage, finish_reason="stop"
         )
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
@@ -83,7 +89,7 @@ class OfflineProvider:
             turn = AssistantTurn(_summarise(results[-1].content if results else ""))
         text = turn.text + "".join(c.arguments for c in turn.tool_calls)
         usage = Usage(input_tokens=max(1, len(goal) // 4 + 50), output_tokens=len(text) // 4 + 1)
-        return ToolTurnResult(turn, self.name, self.model, usage, "end")
+        return ToolTurnResult(turn, self.name, self.model, usage, "stop")
 
 
 def _summarise(tool_output: str) -> str:
@@ -133,9 +139,10 @@ def _collect_strings(value: Any, into: list[str]) -> None:
 
 
 class _Instance:
-    def __init__(self, seed: int, words: list[str]) -> None:
+    def __init__(self, seed: int, words: list[str], count: int | None = None) -> None:
         self._seed = seed
         self._words = words
+        self._count = count
         self._n = 0
 
     def _pick(self, options: tuple[str, ...] | list[str]) -> str:
@@ -150,7 +157,7 @@ class _Instance:
             props: Mapping[str, Any] = schema.get("properties", {})
             return {key: self.build(sub, key) for key, sub in props.items()}
         if kind == "array":
-            count = int(schema.get("minItems", 3))
+            count = self._count or int(schema.get("minItems", 3))
             return [self.build(schema.get("items", {}), name) for _ in range(count)]
         if "enum" in schema:
             return self._pick(list(schema["enum"]))

@@ -10,6 +10,7 @@ import openai
 from pydantic import SecretStr
 
 from vamu_tasks.domain import (
+    FinishReason,
     LLMRequest,
     LLMResult,
     StreamEvent,
@@ -87,7 +88,7 @@ class OpenAIProvider:
             provider=self.name,
             model=response.model or self.model,
             usage=_usage(response.usage),
-            stop_reason=_stop_reason(response),
+            finish_reason=_finish_reason(response),
         )
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
@@ -102,6 +103,8 @@ class OpenAIProvider:
                         yield TextDelta(event.delta)
                     elif event.type in ("response.completed", "response.incomplete"):
                         final = event.response
+                    elif event.type == "response.failed":
+                        raise _failed(event.response)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise map_openai_error(exc) from exc
         if final is None:
@@ -115,7 +118,7 @@ class OpenAIProvider:
             provider=self.name,
             model=response.model or self.model,
             usage=_usage(response.usage),
-            stop_reason=_stop_reason(response),
+            finish_reason=_finish_reason(response),
         )
 
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
@@ -150,10 +153,16 @@ def _usage(usage: Any) -> Usage:
     )
 
 
-def _stop_reason(response: Any) -> str:
-    if response.status == "incomplete" and response.incomplete_details is not None:
-        return str(response.incomplete_details.reason or "incomplete")
-    return "end" if response.status == "completed" else str(response.status)
+def _finish_reason(response: Any) -> FinishReason:
+    """`incomplete` for `max_output_tokens` is "length"; the content filter raised earlier."""
+    return "length" if response.status == "incomplete" else "stop"
+
+
+def _failed(response: Any) -> VamuError:
+    """A `response.failed` event: the stream ended in an error that has a code, no status."""
+    error = response.error
+    code = getattr(error, "code", None)
+    return _map_stream_error(code, getattr(error, "message", "") or "")
 
 
 def _raise_for_refusal_or_filter(response: Any) -> None:
@@ -173,7 +182,9 @@ def map_openai_error(exc: Exception) -> VamuError:
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         return ProviderUnavailable(f"Connection to OpenAI failed ({type(exc).__name__}).")
     if not isinstance(exc, openai.APIStatusError):
-        return _map_stream_error(exc)
+        # An `error` event inside a 200 stream: its code says what it was.
+        code = getattr(exc, "code", None) or getattr(exc, "type", None)
+        return _map_stream_error(code, str(exc))
     code = _error_code(exc)
     status = exc.status_code
     detail = f"OpenAI {status} {code or ''}: {_error_message(exc)}".strip()
@@ -190,10 +201,10 @@ def map_openai_error(exc: Exception) -> VamuError:
     return ProviderRejected(detail)
 
 
-def _map_stream_error(exc: Exception) -> VamuError:
-    """An `error` event inside a 200 stream has no status: its code says what it was."""
-    code = getattr(exc, "code", None) or getattr(exc, "type", None)
-    detail = f"OpenAI stream error {code or ''}: {str(exc)[:300]}"
+def _map_stream_error(code: str | None, message: str) -> VamuError:
+    """A failure inside a 200 stream has no status: its code says what it was, and it is
+    classified as the same failure outside a stream (a 429 or a 5xx) would be."""
+    detail = f"OpenAI stream error {code or ''}: {message[:300]}"
     if code == "context_length_exceeded":
         return ContextLengthExceeded(detail)
     if code in {"content_filter", "content_policy_violation"}:
@@ -202,6 +213,8 @@ def _map_stream_error(exc: Exception) -> VamuError:
         return QuotaExceeded(detail)
     if code in {"rate_limit_exceeded", "rate_limit_error"}:
         return RateLimited(detail)
+    if code and code.startswith("invalid_"):
+        return ProviderRejected(detail)
     return ProviderUnavailable(detail)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -42,6 +44,19 @@ PRICES: dict[str, Price] = {
     "claude-haiku-4-5": _p("1.00", "0.10", "5.00", "1.25"),
     "offline": _p("0", "0", "0"),
 }
+
+
+# The models each vendor serves: the table above is the list, so a model we cannot price is also
+# one the fake LLM refuses as the vendor would refuse an unknown one.
+OPENAI_MODELS = frozenset(name for name in PRICES if name.startswith("gpt-"))
+ANTHROPIC_MODELS = frozenset(name for name in PRICES if name.startswith("claude-"))
+# Dated snapshots: `gpt-5-mini-2025-08-07` (OpenAI), `claude-sonnet-4-5-20250929` (Anthropic).
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{8})$")
+
+
+def is_served(models: Collection[str], model: str) -> bool:
+    """Whether `model`, or the model it is a dated snapshot of, is one of `models`."""
+    return model in models or _SNAPSHOT.sub("", model) in models
 
 
 def price_for(model: str) -> Price | None:

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vamu_tasks.domain import LLMRequest, Message
+from vamu_tasks.domain import LLMRequest, LLMResult, Message
 from vamu_tasks.errors import SchemaInvalid
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import LLMProvider
@@ -38,7 +38,7 @@ def complete_structured(
     checkpoint()
     result = llm.complete(request)
     meter.record(result)
-    problem = _parse_problem(result.text, model_type, check)
+    problem = _problem(result, model_type, check)
     if isinstance(problem, BaseModel):
         return problem
     repair = replace(
@@ -52,13 +52,25 @@ def complete_structured(
     checkpoint()
     result = llm.complete(repair)
     meter.record(result)
-    second = _parse_problem(result.text, model_type, check)
+    second = _problem(result, model_type, check)
     if isinstance(second, BaseModel):
         return second
     raise SchemaInvalid(
         f"{result.provider}/{result.model} output did not match {model_type.__name__} "
         f"after one repair attempt: {second}"
     )
+
+
+CUT_OFF = (
+    "it was cut off at the output token limit before it was complete; answer again, more briefly"
+)
+
+
+def _problem(result: LLMResult, model_type: type[T], check: Callable[[T], T] | None) -> T | str:
+    # An answer the token limit cut is never taken, even if what was written happens to parse.
+    if result.finish_reason == "length":
+        return CUT_OFF
+    return _parse_problem(result.text, model_type, check)
 
 
 def _parse_problem(text: str, model_type: type[T], check: Callable[[T], T] | None) -> T | str:

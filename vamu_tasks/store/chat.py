@@ -10,7 +10,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vamu_tasks.domain import ChatMessageRecord, JobRecord
+from vamu_tasks.domain import ChatMessageRecord, FinishReason, JobRecord
 from vamu_tasks.errors import InvalidJob
 from vamu_tasks.store.models import AiJob, ChatMessage, Conversation
 from vamu_tasks.store.repository import OPEN_STATUSES, Database, as_utc, utcnow
@@ -19,7 +19,14 @@ Role = Literal["user", "assistant"]
 
 
 def _record(row: ChatMessage) -> ChatMessageRecord:
-    return ChatMessageRecord(row.id, row.job_id, cast(Role, row.role), row.content, row.seq)
+    return ChatMessageRecord(
+        row.id,
+        row.job_id,
+        cast(Role, row.role),
+        row.content,
+        row.seq,
+        cast(FinishReason | None, row.finish_reason),
+    )
 
 
 class SqlAlchemyChatStore:
@@ -48,8 +55,14 @@ class SqlAlchemyChatStore:
     ) -> ChatMessageRecord:
         return self._add(job_id, conversation_id, "user", content, owner=user_id)
 
-    def add_reply(self, job_id: uuid.UUID, conversation_id: str, content: str) -> ChatMessageRecord:
-        return self._add(job_id, conversation_id, "assistant", content, owner=None)
+    def add_reply(
+        self,
+        job_id: uuid.UUID,
+        conversation_id: str,
+        content: str,
+        finish_reason: FinishReason = "stop",
+    ) -> ChatMessageRecord:
+        return self._add(job_id, conversation_id, "assistant", content, None, finish_reason)
 
     def _add(
         self,
@@ -58,6 +71,7 @@ class SqlAlchemyChatStore:
         role: Role,
         content: str,
         owner: str | None,
+        finish_reason: FinishReason | None = None,
     ) -> ChatMessageRecord:
         # Two attempts: a concurrent first message may create the conversation under us.
         for attempt in (1, 2):
@@ -65,7 +79,7 @@ class SqlAlchemyChatStore:
             if existing is not None:
                 return existing
             try:
-                return self._insert(job_id, conversation_id, role, content, owner)
+                return self._insert(job_id, conversation_id, role, content, owner, finish_reason)
             except IntegrityError:
                 if attempt == 2:
                     raise
@@ -78,6 +92,7 @@ class SqlAlchemyChatStore:
         role: Role,
         content: str,
         owner: str | None,
+        finish_reason: FinishReason | None,
     ) -> ChatMessageRecord:
         with self._session() as session:
             conversation = self._conversation(session, conversation_id, owner)
@@ -91,6 +106,7 @@ class SqlAlchemyChatStore:
                 content=content,
                 seq=conversation.last_seq,
                 created_at=utcnow(),
+                finish_reason=finish_reason,
             )
             session.add(row)
             return _record(row)

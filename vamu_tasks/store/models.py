@@ -126,6 +126,8 @@ class ChatMessage(Base):
     content: Mapped[str] = mapped_column(Text)
     seq: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    # A reply's "stop" or "length"; NULL for user messages and replies stored before 0007.
+    finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class AgentStepRow(Base):

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vamu_tasks.inspiration.prompts import requested_count
 from vamu_tasks.testing.fake_llm import Behaviour, RecordedRequest, Text, default_responder
+from vamu_tasks.testing.fake_llm.behaviours import content_text
 
 
 def requested_schema(request: RecordedRequest) -> dict[str, Any] | None:
@@ -40,5 +42,17 @@ def ideas_responder(request: RecordedRequest) -> Behaviour:
     schema = requested_schema(request)
     if schema is None:
         return default_responder(request)
-    count = int(schema["properties"]["ideas"]["minItems"])
+    count = ideas_asked(request)
     return Text.json(ideas(count), input_tokens=400, output_tokens=120, cached_tokens=100)
+
+
+def ideas_asked(request: RecordedRequest) -> int:
+    """The count the request's prompt asks for (its first user message; a repair comes later)."""
+    items = request.body.get("messages", request.body.get("input"))
+    for item in items if isinstance(items, list) else []:
+        count = (
+            requested_count(content_text(item.get("content"))) if isinstance(item, dict) else None
+        )
+        if count is not None:
+            return count
+    raise ValueError("not an 'Inspire me' request: no 'Give exactly N event ideas.' line")

@@ -18,6 +18,7 @@ from vamu_tasks.domain import (
     ChatChunk,
     ChatMessageRecord,
     Delivery,
+    FinishReason,
     JobFilter,
     JobRecord,
     LLMRequest,
@@ -371,12 +372,22 @@ class InMemoryJobStore:
 Script = Callable[[LLMRequest], LLMResult | str | VamuError]
 
 
+@dataclass(frozen=True)
+class Cut:
+    """A scripted answer the output token limit cut off (finish reason "length")."""
+
+    text: str
+
+
+Scripted = str | Cut | VamuError
+
+
 class ScriptedLLM:
     """An `LLMProvider` that answers from a list of texts or errors, and records every request."""
 
     def __init__(
         self,
-        answers: Iterable[str | VamuError] = (),
+        answers: Iterable[Scripted] = (),
         *,
         name: str = "scripted",
         model: str = "gpt-5-mini",
@@ -384,12 +395,12 @@ class ScriptedLLM:
     ) -> None:
         self.name = name
         self.model = model
-        self._answers = list(answers)
+        self._answers: list[Scripted] = list(answers)
         self._turns: list[AssistantTurn | str | VamuError] = []
         self._usage = usage or Usage(input_tokens=100, output_tokens=50)
         self.requests: list[LLMRequest | ToolsRequest] = []
 
-    def push(self, *answers: str | VamuError) -> None:
+    def push(self, *answers: Scripted) -> None:
         self._answers.extend(answers)
 
     def complete(self, request: LLMRequest) -> LLMResult:
@@ -399,7 +410,9 @@ class ScriptedLLM:
         answer = self._answers.pop(0)
         if isinstance(answer, VamuError):
             raise answer
-        return LLMResult(answer, self.name, self.model, self._usage, "end")
+        if isinstance(answer, Cut):
+            return LLMResult(answer.text, self.name, self.model, self._usage, "length")
+        return LLMResult(answer, self.name, self.model, self._usage, "stop")
 
     def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
         """The next scripted answer: an `AssistantTurn`, plain text, or an error to raise."""
@@ -410,7 +423,7 @@ class ScriptedLLM:
         if isinstance(answer, VamuError):
             raise answer
         turn = AssistantTurn(answer) if isinstance(answer, str) else answer
-        return ToolTurnResult(turn, self.name, self.model, self._usage, "end")
+        return ToolTurnResult(turn, self.name, self.model, self._usage, "stop")
 
     def push_turns(self, *turns: AssistantTurn | str | VamuError) -> None:
         self._turns.extend(turns)
@@ -472,11 +485,17 @@ class InMemoryChatStore:
                 raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
             return self._add(job_id, conversation_id, "user", content)
 
-    def add_reply(self, job_id: uuid.UUID, conversation_id: str, content: str) -> ChatMessageRecord:
+    def add_reply(
+        self,
+        job_id: uuid.UUID,
+        conversation_id: str,
+        content: str,
+        finish_reason: FinishReason = "stop",
+    ) -> ChatMessageRecord:
         with self._lock:
             if conversation_id not in self._owners:
                 raise LookupError(f"No conversation {conversation_id!r}")
-            return self._add(job_id, conversation_id, "assistant", content)
+            return self._add(job_id, conversation_id, "assistant", content, finish_reason)
 
     def _add(
         self,
@@ -484,12 +503,15 @@ class InMemoryChatStore:
         conversation_id: str,
         role: Literal["user", "assistant"],
         content: str,
+        finish_reason: FinishReason | None = None,
     ) -> ChatMessageRecord:
         messages = self._messages.setdefault(conversation_id, [])
         for message in messages:
             if message.job_id == job_id and message.role == role:
                 return message
-        record = ChatMessageRecord(uuid.uuid4(), job_id, role, content, len(messages) + 1)
+        record = ChatMessageRecord(
+            uuid.uuid4(), job_id, role, content, len(messages) + 1, finish_reason
+        )
         messages.append(record)
         return record
 
