@@ -12,10 +12,13 @@ from typing import Any
 
 import click
 
+from vamu_tasks.dev import DevOptions
 from vamu_tasks.domain import JobFilter, JobRecord
 from vamu_tasks.errors import VamuError
 from vamu_tasks.settings import Settings
 from vamu_tasks.store.repository import SqlAlchemyJobStore
+
+DEV_DEFAULTS = DevOptions()
 
 
 def _store(settings: Settings) -> SqlAlchemyJobStore:
@@ -469,7 +472,8 @@ def contracts() -> None:
 )
 @click.option("--check", is_flag=True, help="Exit 1 if the files differ from the models.")
 def contracts_export(directory: Path, check: bool) -> None:
-    """Write the JSON Schema of each BullMQ job's data (generated from the pydantic models)."""
+    """Write the JSON Schema of each BullMQ job's data, and contracts.json with every type
+    NestJS builds against (generated from the pydantic models)."""
     from vamu_tasks.contracts import export, stale
 
     if check:
@@ -482,6 +486,97 @@ def contracts_export(directory: Path, check: bool) -> None:
         return
     for path in export(directory):
         click.echo(f"wrote {path}")
+
+
+@contracts.command("openapi")
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="The repository root the files are written under.",
+)
+@click.option("--check", is_flag=True, help="Exit 1 if the files differ from the models.")
+def contracts_openapi(root: Path, check: bool) -> None:
+    """Write the NestJS internal API's OpenAPI 3.1 file (docs/openapi/internal-api.json) and the
+    example controller's TypeScript types and samples, generated from the pydantic models."""
+    from vamu_tasks.context.openapi import export, stale
+
+    if check:
+        paths = stale(root)
+        if paths:
+            raise click.ClickException(
+                f"out of date: {', '.join(map(str, paths))}; run `vamu-tasks contracts openapi`"
+            )
+        click.echo("internal API contract up to date")
+        return
+    for path in export(root):
+        click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.option(
+    "--database-url",
+    default=DEV_DEFAULTS.database_url,
+    show_default=True,
+    help="PostgreSQL database; created if missing, then migrated.",
+)
+@click.option(
+    "--redis",
+    "redis_server",
+    default=DEV_DEFAULTS.redis,
+    show_default=True,
+    help="Redis server, without a database number.",
+)
+@click.option("--broker-db", type=int, default=DEV_DEFAULTS.broker_db, show_default=True)
+@click.option(
+    "--app-db",
+    type=int,
+    default=DEV_DEFAULTS.app_db,
+    show_default=True,
+    help="VAMU_REDIS_URL's database: BullMQ, quota, chat streams (NestJS's BullMQ uses it).",
+)
+@click.option("--notify", default=DEV_DEFAULTS.notify, show_default=True)
+@click.option("--flower-port", type=int, default=DEV_DEFAULTS.flower_port, show_default=True)
+@click.option(
+    "--metrics-base",
+    type=int,
+    default=DEV_DEFAULTS.metrics_base,
+    show_default=True,
+    help="/metrics on BASE+1 (llm), BASE+2 (notify), BASE+3 (bridge).",
+)
+@click.option("--no-metrics", is_flag=True, help="No /metrics ports.")
+@click.option(
+    "--ready-timeout", type=float, default=DEV_DEFAULTS.ready_timeout_s, show_default=True
+)
+@click.option("--stop-timeout", type=float, default=DEV_DEFAULTS.stop_timeout_s, show_default=True)
+def dev(
+    database_url: str,
+    redis_server: str,
+    broker_db: int,
+    app_db: int,
+    notify: str,
+    flower_port: int,
+    metrics_base: int,
+    no_metrics: bool,
+    ready_timeout: float,
+    stop_timeout: float,
+) -> None:
+    """Run the bridge, both workers and Flower on local PostgreSQL and Redis until Ctrl-C."""
+    from vamu_tasks.dev import DevOptions, run_dev
+
+    options = DevOptions(
+        database_url=database_url,
+        redis=redis_server,
+        broker_db=broker_db,
+        app_db=app_db,
+        notify=notify,
+        flower_port=flower_port,
+        metrics_base=None if no_metrics else metrics_base,
+        ready_timeout_s=ready_timeout,
+        stop_timeout_s=stop_timeout,
+    )
+    sys.exit(run_dev(options))
 
 
 @main.command()

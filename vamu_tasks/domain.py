@@ -9,7 +9,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 Feature = Literal["inspiration", "chatbot", "agent"]
@@ -89,31 +96,56 @@ class JobRequest(CamelModel):
         return value
 
 
-class GeoPoint(CamelModel):
-    lat: float
-    lng: float
+# An IANA time zone name ("Europe/London", "America/Argentina/Buenos_Aires", "UTC",
+# "Etc/GMT+5"): words of letters, digits, "_", "-" and "+", joined by "/". Only the shape is
+# checked: the tz database differs from host to host, so the name is not looked up.
+IANA_TIMEZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*$"
 
 
-class RecentEvent(CamelModel):
-    id: str
-    title: str
-    category: str
-    starts_at: datetime
-
-
-class UserContext(CamelModel):
-    """The user's profile as the NestJS internal API returns it."""
+class ApiModel(CamelModel):
+    """Base for what the NestJS internal API sends: fields it adds later are ignored, not an
+    error, so NestJS can grow a response without breaking running workers."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
-    user_id: str
+
+class GeoPoint(ApiModel):
+    lat: float = Field(ge=-90, le=90, description="Latitude in degrees (WGS 84).")
+    lng: float = Field(ge=-180, le=180, description="Longitude in degrees (WGS 84).")
+
+
+class RecentEvent(ApiModel):
+    """An event the user went to or booked lately."""
+
+    id: str = Field(min_length=1)
+    title: str
+    category: str
+    starts_at: AwareDatetime = Field(
+        description="RFC 3339 date-time with an offset, e.g. 2026-11-14T20:00:00Z."
+    )
+
+
+class UserContext(ApiModel):
+    """The user's profile as the NestJS internal API returns it."""
+
+    user_id: str = Field(min_length=1, description="The id the job names (`userId`).")
     display_name: str
-    locale: str = "en-GB"
-    timezone: str = "UTC"
-    city: str | None = None
-    location: GeoPoint | None = None
-    interests: list[str] = Field(default_factory=list)
-    recent_events: list[RecentEvent] = Field(default_factory=list)
+    locale: str = Field(
+        default="en-GB",
+        max_length=35,
+        pattern=LOCALE_PATTERN,
+        description="BCP 47 language tag, such as en-GB, pt-BR or zh-Hant-TW. Absent: en-GB.",
+    )
+    timezone: str = Field(
+        default="UTC",
+        pattern=IANA_TIMEZONE_PATTERN,
+        description="IANA time zone name, such as Europe/London or America/Sao_Paulo. Absent: UTC.",
+        examples=["Europe/London"],
+    )
+    city: str | None = Field(default=None, description="Absent or null: not known.")
+    location: GeoPoint | None = Field(default=None, description="Absent or null: not known.")
+    interests: list[str] = Field(default_factory=list, description="Absent: none.")
+    recent_events: list[RecentEvent] = Field(default_factory=list, description="Absent: none.")
 
 
 @dataclass(frozen=True)
@@ -300,6 +332,9 @@ class ChatChunk:
     attempt: int
     seq: int
     delta: str
+    # The job's, for the event: the chunk names the request and the rerun like every event.
+    request_id: str | None = None
+    rerun_of: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)

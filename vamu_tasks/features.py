@@ -1,4 +1,4 @@
-"""What each feature is on the wire: its job name, input model, Celery task and queue."""
+"""What each feature is on the wire: its job name, input and result models, Celery task, queue."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel
 
-from vamu_tasks.agent.schemas import AgentRequest
-from vamu_tasks.chatbot.schemas import ChatRequest
+from vamu_tasks.agent.schemas import AgentRequest, AgentResult
+from vamu_tasks.chatbot.schemas import ChatReplyResult, ChatRequest
 from vamu_tasks.domain import Feature
-from vamu_tasks.inspiration.schemas import InspirationRequest
+from vamu_tasks.inspiration.schemas import InspirationRequest, InspirationResult
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class FeatureSpec:
     task_name: str  # the Celery task name (what Flower shows)
     queue: str
     request_model: type[BaseModel]
+    result_model: type[BaseModel]  # the shape of `ai_jobs.result` once it succeeded
 
 
 FEATURES: dict[Feature, FeatureSpec] = {
@@ -28,11 +29,14 @@ FEATURES: dict[Feature, FeatureSpec] = {
         "vamu.inspiration.generate",
         "inspiration",
         InspirationRequest,
+        InspirationResult,
     ),
     "chatbot": FeatureSpec(
-        "chatbot", "chatbot.reply", "vamu.chatbot.reply", "chatbot", ChatRequest
+        "chatbot", "chatbot.reply", "vamu.chatbot.reply", "chatbot", ChatRequest, ChatReplyResult
     ),
-    "agent": FeatureSpec("agent", "agent.run", "vamu.agent.run", "agent", AgentRequest),
+    "agent": FeatureSpec(
+        "agent", "agent.run", "vamu.agent.run", "agent", AgentRequest, AgentResult
+    ),
 }
 
 BY_JOB_NAME: dict[str, FeatureSpec] = {spec.job_name: spec for spec in FEATURES.values()}

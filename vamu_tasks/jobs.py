@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from vamu_tasks.domain import FeatureResult, JobRecord, Notification, Spend, event_id_for
-from vamu_tasks.errors import JobCancelled, JobTimedOut, PermanentError, TransientError
+from vamu_tasks.errors import ErrorKind, JobCancelled, JobTimedOut, PermanentError, TransientError
+from vamu_tasks.events import AgentFinishedEvent, AiJobFailedEvent, InspirationReadyEvent
 from vamu_tasks.leases import LeaseKeeper
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import JobStore
@@ -53,12 +54,14 @@ class AttemptFailed(Exception):
 def ready_notification(
     job: JobRecord, event: str, data: Mapping[str, Any] | None = None
 ) -> Notification:
-    payload = data or {"jobId": str(job.id), "feature": job.feature, "status": "succeeded"}
-    return Notification(event_id_for(job.id, event), event, job.user_id, job.id, payload)
+    """The event a finished job sends; without `data`, inspiration-ready's payload."""
+    if data is None:
+        data = InspirationReadyEvent.of(job, feature="inspiration", status="succeeded").payload()
+    return Notification(event_id_for(job.id, event), event, job.user_id, job.id, data)
 
 
-def failed_notification(job: JobRecord, error_kind: str) -> Notification:
-    data = {"jobId": str(job.id), "feature": job.feature, "errorKind": error_kind}
+def failed_notification(job: JobRecord, error_kind: ErrorKind) -> Notification:
+    data = AiJobFailedEvent.of(job, feature=job.feature, errorKind=error_kind).payload()
     return Notification(event_id_for(job.id, FAILED_EVENT), FAILED_EVENT, job.user_id, job.id, data)
 
 
@@ -103,19 +106,25 @@ FINISHED_EVENTS = {"agent": "agent-finished"}
 
 
 def fail_job(
-    store: JobStore, job: JobRecord, error_kind: str, message: str, spend: Spend | None = None
+    store: JobStore,
+    job: JobRecord,
+    error_kind: ErrorKind,
+    message: str,
+    spend: Spend | None = None,
 ) -> JobOutcome:
     notes = failure_notifications(job, error_kind, "failed")
     done = store.fail(job.id, error_kind, message, spend or Spend(), notes)
     return _outcome(store, done, notes, "failed")
 
 
-def failure_notifications(job: JobRecord, error_kind: str, status: str) -> list[Notification]:
+def failure_notifications(
+    job: JobRecord, error_kind: ErrorKind, status: Literal["failed", "cancelled"]
+) -> list[Notification]:
     if not job.notify:
         return []
     notes = [failed_notification(job, error_kind)]
     if job.feature in FINISHED_EVENTS:
-        finished = {"jobId": str(job.id), "status": status}
+        finished = AgentFinishedEvent.of(job, status=status).payload()
         notes.append(ready_notification(job, FINISHED_EVENTS[job.feature], finished))
     return notes
 

@@ -222,7 +222,16 @@ class ChunkSink(Protocol):
         """Best effort: a lost chunk must not fail the job (the full reply is committed)."""
         ...
 
-    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
+    def restart(
+        self,
+        job_id: uuid.UUID,
+        user_id: str,
+        conversation_id: str,
+        attempt: int,
+        *,
+        request_id: str | None = None,
+        rerun_of: uuid.UUID | None = None,
+    ) -> None:
         """Tell the client to drop what an earlier attempt streamed."""
         ...
 

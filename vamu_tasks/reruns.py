@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from vamu_tasks.bridge.contract import request_ref
 from vamu_tasks.domain import JobRecord, NewJob
 from vamu_tasks.features import FEATURES
 from vamu_tasks.ports import JobStore
@@ -70,21 +72,41 @@ class RerunReport:
     skipped: list[tuple[JobRecord, str]] = field(default_factory=list)
 
 
+def rerun_request_id(original_id: uuid.UUID, n: int) -> str:
+    """The requestId of the n-th rerun (from 1) of a job: its events must not carry the
+    original's, which the app has already seen through to the end."""
+    return f"rerun-{original_id}-{n}"
+
+
 def rerun_job(
     store: JobStore, sender: TaskSender, original: JobRecord, options: RerunOptions
 ) -> JobRecord:
-    """Create the rerun's row (the original stays as it was) and send its task."""
-    job, _ = store.create_job(
-        NewJob(
-            feature=original.feature,
-            user_id=original.user_id,
-            request=original.request,
-            source="cli",
-            rerun_of=original.id,
-            notify=options.notify,
-            rerun_reason=options.reason,
-            requested_by=options.requested_by,
+    """Create the rerun's row (the original stays as it was) and send its task.
+
+    Every call is a new rerun, numbered after the original's earlier ones: its requestId's
+    source_ref is unique, so the first free number wins even against a concurrent rerun.
+    """
+    n = 1
+    while True:
+        request_id = rerun_request_id(original.id, n)
+        job, created = store.create_job(
+            NewJob(
+                feature=original.feature,
+                user_id=original.user_id,
+                request={**original.request, "requestId": request_id},
+                source="cli",
+                source_ref=request_ref(request_id),
+                rerun_of=original.id,
+                notify=options.notify,
+                rerun_reason=options.reason,
+                requested_by=options.requested_by,
+            )
         )
-    )
-    sender.send(FEATURES[job.feature], job.id, provider=options.provider, model=options.model)
+        if created:
+            break
+        n += 1
+    # Its own requestId in the task's headers, so its log lines say which rerun they are about.
+    headers = {"requestId": request_id}
+    spec = FEATURES[job.feature]
+    sender.send(spec, job.id, headers, provider=options.provider, model=options.model)
     return job

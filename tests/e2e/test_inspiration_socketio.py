@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import Stack
@@ -41,3 +43,17 @@ def test_a_failed_job_reaches_the_users_room_as_ai_job_failed_with_its_kind(s: S
 
         assert event["data"] == {"jobId": str(job_id), "feature": "inspiration",
                                  "errorKind": "provider_error"}
+
+
+def test_the_event_names_the_request_that_caused_it_so_the_app_need_not_wait_for_the_job_id(
+    s: Stack,
+):
+    request_id = f"req-{uuid.uuid4().hex}"
+    with SocketIOListener(s.app_redis_url, ["u-ada"], key=s.socketio_key) as room:
+        job_id = s.submit({"userId": "u-ada", "count": 1, "requestId": request_id})
+
+        event = room.wait_for("inspiration-ready", user="u-ada",
+                              predicate=lambda e: e["data"].get("requestId") == request_id)
+
+        assert event["data"] == {"jobId": str(job_id), "requestId": request_id,
+                                 "feature": "inspiration", "status": "succeeded"}

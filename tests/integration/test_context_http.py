@@ -231,3 +231,77 @@ def test_a_user_id_with_a_slash_round_trips_through_the_fake_api(
     context = client.get_context("team/ada")
 
     assert context.user_id == "team/ada"
+
+
+# --- every answer is checked against the contract (docs/openapi/internal-api.json) -----------
+
+
+def test_a_search_returns_the_events_exactly_as_the_api_sent_them(
+    client: HttpNestApiClient, fake_api: FakeNestApi
+) -> None:
+    fake_api.events[0]["ticketUrl"] = "https://tickets.example/jazz"  # a field not in the model
+
+    events = client.search_events(q="jazz", limit=5)
+
+    assert events == [fake_api.events[0]]
+    assert events[0]["ticketUrl"] == "https://tickets.example/jazz"
+    assert events[0]["startsAt"] == "2026-12-04T19:30:00Z"  # not re-serialised
+
+
+def test_the_search_sends_only_the_given_parameters_and_times_with_an_offset(
+    client: HttpNestApiClient, fake_api: FakeNestApi
+) -> None:
+    client.search_events(q="jazz", lat=None, **{"from": "2026-12-01T18:00:00", "limit": 3})
+
+    [request] = fake_api.requests
+    assert request.query == {"q": "jazz", "from": "2026-12-01T18:00:00Z", "limit": "3"}
+
+
+def test_a_search_result_with_an_event_missing_a_required_field_is_upstream_api_error(
+    client: HttpNestApiClient, fake_api: FakeNestApi
+) -> None:
+    del fake_api.events[0]["venue"]
+
+    with pytest.raises(UpstreamApiError) as caught:
+        client.search_events(q="jazz")
+
+    assert caught.value.error_kind == "upstream_api"
+    assert "event search result that does not match the contract" in str(caught.value)
+    assert "events.0.venue: Field required" in str(caught.value)
+    assert len(fake_api.requests) == 1  # a broken body is not retried at once
+
+
+def test_an_event_whose_start_has_no_offset_is_upstream_api_error(
+    client: HttpNestApiClient, fake_api: FakeNestApi
+) -> None:
+    fake_api.events[0]["startsAt"] = "2026-12-04T19:30:00"
+
+    with pytest.raises(UpstreamApiError) as caught:
+        client.get_event(fake_api.events[0]["id"])
+
+    assert "startsAt" in str(caught.value)
+
+
+def test_an_event_comes_back_as_the_api_sent_it_and_an_unknown_one_as_none(
+    client: HttpNestApiClient, fake_api: FakeNestApi
+) -> None:
+    assert client.get_event("evt-par-pompidou-late") == next(
+        e for e in fake_api.events if e["id"] == "evt-par-pompidou-late")
+    assert client.get_event("evt-nope") is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("locale", "en_GB"), ("timezone", "GMT +1"), ("recentEvents", [{"id": "e"}])],
+)
+def test_a_user_context_that_breaks_the_contract_is_upstream_api_error(
+    client: HttpNestApiClient, fake_api: FakeNestApi, field: str, value: object
+) -> None:
+    fake_api.users["u-ada"] = {**SAMPLE_USERS["u-ada"], field: value}
+
+    with pytest.raises(UpstreamApiError) as caught:
+        client.get_context("u-ada")
+
+    assert caught.value.error_kind == "upstream_api"
+    assert f"first: {field}" in str(caught.value)
+    assert "^" not in str(caught.value)  # the problem in words, not the pattern

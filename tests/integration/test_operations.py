@@ -64,6 +64,18 @@ def test_a_rerun_by_id_is_a_new_linked_job_and_the_original_stays_untouched(s: S
     assert (done.rerun_reason, done.source, done.notify) == ("user created late", "cli", True)
     assert done.requested_by and "@" in done.requested_by
     assert s.store.get_job(original_id) == before
+    # Its own requestId, and events that name it and the job it reruns.
+    assert done.request["requestId"] == f"rerun-{original_id}-1"
+    ready = s.webhook.wait_for(lambda d: d["data"].get("jobId") == str(rerun.id))
+    assert ready["event"] == "inspiration-ready"
+    assert ready["data"]["requestId"] == f"rerun-{original_id}-1"
+    assert ready["data"]["rerunOf"] == str(original_id)
+
+    again = vamu(s.env, "rerun", str(original_id), "--yes", "--no-notify")
+
+    assert again.returncode == 0, again.stderr
+    numbers = sorted(j.request["requestId"] for j in reruns_of(s, original_id))
+    assert numbers == [f"rerun-{original_id}-1", f"rerun-{original_id}-2"]
 
 
 def test_a_dry_run_counts_by_feature_and_kind_names_users_and_estimates_tokens(s: Stack):

@@ -11,12 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from vamu_tasks.bridge.contract import Refused
 from vamu_tasks.bridge.service import accept_job
-from vamu_tasks.contracts import job_schemas, stale
+from vamu_tasks.cli import main
+from vamu_tasks.contracts import contracts_schema, export, job_schemas, stale
 from vamu_tasks.domain import LOCALE_PATTERN, NO_NUL_PATTERN
+from vamu_tasks.events import EVENTS
 from vamu_tasks.features import FEATURES, FeatureSpec
+from vamu_tasks.store.models import AiJob
 from vamu_tasks.testing.memory import InMemoryJobStore
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
@@ -228,3 +232,100 @@ def test_the_bridge_refuses_data_of_the_wrong_json_type_in_json_terms(data: obje
                    data=data, queue="vamu-ai", bullmq_job_id="1")
 
     assert caught.value.failed_reason == reason
+
+
+# --- contracts.json: every type the TypeScript package is generated from ----------------------
+
+CONTRACT_TYPES = {
+    # job data and results
+    "InspirationGenerateData", "ChatbotReplyData", "AgentRunData",
+    "InspirationResult", "Idea", "ChatReplyResult", "AgentResult",
+    "Proposal", "ProposeRsvpProposal", "ProposeCreateEventProposal", "ProposeMessageProposal",
+    # events and the webhook
+    "InspirationReadyEvent", "AiJobFailedEvent", "ChatChunkEvent", "ChatRestartEvent",
+    "ChatReplyReadyEvent", "AgentStepEvent", "AgentFinishedEvent", "WebhookBody",
+    # kinds, BullMQ return values, the row
+    "ErrorKind", "BridgeRefusalKind", "FailedReasonKind", "JobStatus", "Feature",
+    "AcceptedJob", "SyncJobResult", "AiJobRow",
+}
+
+
+def refs_in(value: object) -> set[str]:
+    if isinstance(value, dict):
+        found = {value["$ref"]} if isinstance(value.get("$ref"), str) else set()
+        return found.union(*(refs_in(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(refs_in(item) for item in value))
+    return set()
+
+
+def test_contracts_json_names_every_type_the_typescript_side_builds_on():
+    doc = contracts_schema()
+    defs = doc["$defs"]
+
+    assert CONTRACT_TYPES <= set(defs)
+    # The rest are the argument types of the proposals, referenced from them.
+    assert set(defs) - CONTRACT_TYPES == {
+        "ProposeRsvpArgs", "ProposeCreateEventArgs", "ProposeMessageArgs"}
+    assert all(schema["title"] == name for name, schema in defs.items())
+    assert json.loads((SCHEMAS / "contracts.json").read_text()) == doc
+
+
+def test_every_reference_in_contracts_json_resolves_to_one_of_its_types():
+    doc = contracts_schema()
+    refs = refs_in(doc)
+
+    assert all(ref.startswith("#/$defs/") for ref in refs)
+    assert {ref.removeprefix("#/$defs/") for ref in refs} <= set(doc["$defs"])
+
+
+def test_the_job_and_event_maps_point_at_the_data_result_and_payload_types():
+    doc = contracts_schema()
+    defs = doc["$defs"]
+
+    assert doc["x-vamu-jobs"] == {
+        "inspiration.generate": {"data": "InspirationGenerateData", "result": "InspirationResult"},
+        "chatbot.reply": {"data": "ChatbotReplyData", "result": "ChatReplyResult"},
+        "agent.run": {"data": "AgentRunData", "result": "AgentResult"},
+    }
+    assert doc["x-vamu-events"] == {event: model.__name__ for event, model in EVENTS.items()}
+    for job_name, types in doc["x-vamu-jobs"].items():
+        published = job_schemas()[job_name]
+        assert defs[types["data"]]["required"] == published["required"]
+        assert set(defs[types["data"]]["properties"]) == set(published["properties"])
+
+
+def test_the_kinds_are_named_wherever_they_occur():
+    defs = contracts_schema()["$defs"]
+
+    assert defs["AiJobFailedEvent"]["properties"]["errorKind"] == {"$ref": "#/$defs/ErrorKind"}
+    assert defs["AiJobRow"]["properties"]["status"] == {"$ref": "#/$defs/JobStatus"}
+    assert defs["AgentResult"]["properties"]["proposals"]["items"] == {
+        "$ref": "#/$defs/Proposal"}
+    assert set(defs["FailedReasonKind"]["enum"]) == (
+        set(defs["ErrorKind"]["enum"]) | set(defs["BridgeRefusalKind"]["enum"]) | {"sync_timeout"})
+
+
+def test_the_row_type_has_every_ai_jobs_column_with_its_nullability():
+    row = contracts_schema()["$defs"]["AiJobRow"]
+
+    def nullable(prop: dict[str, Any]) -> bool:
+        return {"type": "null"} in prop.get("anyOf", [])
+
+    columns = {column.name: column.nullable for column in AiJob.__table__.columns}
+    assert set(row["properties"]) == set(columns)
+    assert set(row["required"]) == set(columns)
+    assert {name: nullable(prop) for name, prop in row["properties"].items()} == columns
+
+
+def test_the_export_check_fails_when_contracts_json_is_stale(tmp_path: Path):
+    export(tmp_path)
+    assert stale(tmp_path) == []
+    contracts = tmp_path / "contracts.json"
+    contracts.write_text(contracts.read_text().replace('"AcceptedJob"', '"Accepted"', 1))
+
+    result = CliRunner().invoke(main, ["contracts", "export", "--check", "--dir", str(tmp_path)])
+
+    assert stale(tmp_path) == ["contracts.json"]
+    assert result.exit_code == 1
+    assert "out of date: contracts.json" in result.output

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vamu_tasks.agent import prompts
-from vamu_tasks.agent.schemas import AgentRequest, AgentResult, Bound, Proposal
+from vamu_tasks.agent.schemas import AgentRequest, AgentResult, Bound, Proposal, parse_proposal
 from vamu_tasks.agent.tools import TOOLS, ToolContext, run_tool
 from vamu_tasks.domain import (
     AgentItem,
@@ -33,6 +33,7 @@ from vamu_tasks.domain import (
     event_id_for,
 )
 from vamu_tasks.errors import InvalidJob
+from vamu_tasks.events import AgentFinishedEvent, AgentStepEvent
 from vamu_tasks.guard import contains_secret, quotes_instructions
 from vamu_tasks.llm.pricing import cost_usd
 from vamu_tasks.llm.spend import SpendMeter
@@ -91,7 +92,7 @@ def _rebuild(goal: str, committed: Sequence[AgentStep]) -> _Run:
             )
             run.pending = [c for c in run.pending if c.call_id != data["callId"]]
             if data.get("proposal"):
-                run.proposals.append(Proposal.model_validate(data["proposal"]))
+                run.proposals.append(parse_proposal(data["proposal"]))
     return run
 
 
@@ -127,15 +128,14 @@ def run_agent(
 
     def commit(kind: Any, data: dict[str, Any], **usage: Any) -> None:
         run.steps += 1
-        payload: dict[str, Any] = {"jobId": str(job.id), "step": run.steps, "kind": kind}
-        if kind == "tool":
-            payload["tool"] = data["tool"]
+        tool = data["tool"] if kind == "tool" else None
+        event = AgentStepEvent.of(job, step=run.steps, kind=kind, tool=tool)
         note = Notification(
             event_id_for(job.id, STEP_EVENT, str(run.steps)),
             STEP_EVENT,
             job.user_id,
             job.id,
-            payload,
+            event.payload(),
         )
         dispatch(steps.add_step(AgentStep(job.id, run.steps, kind, data, **usage), [note]))
 
@@ -158,7 +158,7 @@ def run_agent(
             )
             run.items.append(ToolResult(call.call_id, call.name, outcome.content, outcome.is_error))
             if outcome.proposal:
-                run.proposals.append(Proposal.model_validate(outcome.proposal))
+                run.proposals.append(parse_proposal(outcome.proposal))
             run.pending.remove(call)
         bound = _bound_hit(run, bounds, job, now())
         if bound is not None:
@@ -193,11 +193,7 @@ def run_agent(
             run.answer = turn.text
     answer = run.answer if run.answer is not None else _partial(run, bound)
     # Proposals carry model-written text to other people (messages, event descriptions).
-    proposals = [
-        p
-        for p in run.proposals
-        if guard_answer(json.dumps(p.arguments), system, secrets) != REDACTED
-    ]
+    proposals = [p for p in run.proposals if not _withheld(p, system, secrets)]
     final = AgentResult(
         answer=guard_answer(answer, system, secrets),
         steps=run.steps,
@@ -207,8 +203,13 @@ def run_agent(
     return FeatureResult(
         final.model_dump(mode="json", exclude_none=True),
         READY_EVENT,
-        {"jobId": str(job.id), "status": "succeeded"},
+        AgentFinishedEvent.of(job, status="succeeded").payload(),
     )
+
+
+def _withheld(proposal: Proposal, system: str, secrets: Sequence[str]) -> bool:
+    arguments = proposal.arguments.model_dump(mode="json", exclude_none=True)
+    return guard_answer(json.dumps(arguments), system, secrets) == REDACTED
 
 
 def _bound_hit(run: _Run, bounds: AgentBounds, job: JobRecord, now: datetime) -> Bound | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vamu_tasks.bridge.contract import (
+    AcceptedJob,
     InvalidJobData,
     QuotaExceededForUser,
     UnknownJob,
@@ -41,7 +42,8 @@ class Accepted:
     created: bool
 
     def as_return_value(self) -> dict[str, Any]:
-        return {"jobId": str(self.job_id), "celeryTaskId": self.celery_task_id}
+        value = AcceptedJob(jobId=self.job_id, celeryTaskId=self.celery_task_id)
+        return value.model_dump(mode="json")
 
 
 def trace_headers(data: Mapping[str, Any]) -> dict[str, str]:

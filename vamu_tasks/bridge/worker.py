@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis
 from bullmq import UnrecoverableError, Worker
 
-from vamu_tasks.bridge.contract import Refused
+from vamu_tasks.bridge.contract import FailedReasonKind, Refused, SyncJobResult, failed_reason
 from vamu_tasks.bridge.quota import RedisHourlyQuota
 from vamu_tasks.bridge.service import Accepted, Quota, accept_job, trace_headers
 from vamu_tasks.metrics import BRIDGE_JOBS
@@ -47,6 +48,15 @@ def bullmq_connection(redis_url: str) -> dict[str, Any]:
     if url.scheme == "rediss":
         options["ssl"] = True
     return options
+
+
+def retryable(exc: Exception, job_id: uuid.UUID | None = None) -> Exception:
+    """An ordinary error, which BullMQ retries per the job's `attempts`, in the failedReason form.
+
+    The database, the broker or Redis being down is not the job's fault: `internal`, the kind a
+    job row gets for the same outage, then what went wrong.
+    """
+    return RuntimeError(failed_reason("internal", f"{type(exc).__name__}: {exc}", job_id))
 
 
 @dataclass
@@ -152,6 +162,8 @@ class Bridge:
                 BRIDGE_JOBS.labels(queue, "refused", refused.refusal).inc()
                 log.warning("refused bullmq job %s/%s: %s", queue, job.id, refused.failed_reason)
                 raise UnrecoverableError(refused.failed_reason) from refused
+            except Exception as exc:
+                raise retryable(exc) from exc
             BRIDGE_JOBS.labels(queue, "accepted" if accepted.created else "matched", "").inc()
             log.info(
                 "bullmq job %s/%s %s as job %s (celery %s) %s",
@@ -170,20 +182,35 @@ class Bridge:
     async def _process_sync(self, job: Any, token: str) -> dict[str, Any]:
         accepted = await self._accept(job)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._settings.bridge_sync_timeout_s
+        timeout_s = self._settings.bridge_sync_timeout_s
+        deadline = loop.time() + timeout_s
         while True:
-            row = await loop.run_in_executor(
-                self._executor, self._deps.store.get_job, accepted.job_id
-            )
+            try:
+                row = await loop.run_in_executor(
+                    self._executor, self._deps.store.get_job, accepted.job_id
+                )
+            except Exception as exc:
+                raise retryable(exc, accepted.job_id) from exc
             if row is not None and row.is_terminal:
                 break
             if loop.time() >= deadline:
                 raise UnrecoverableError(
-                    f"sync_timeout: job {accepted.job_id} did not finish within "
-                    f"{self._settings.bridge_sync_timeout_s:g}s; it goes on, and the app is "
-                    "notified when it ends"
+                    failed_reason(
+                        "sync_timeout",
+                        f"did not finish within {timeout_s:g}s; it goes on, and the app is "
+                        "notified when it ends",
+                        accepted.job_id,
+                    )
                 )
             await asyncio.sleep(0.05)
         if row.status != "succeeded":
-            raise UnrecoverableError(f"{row.error_kind}: {row.error_message}")
-        return {**accepted.as_return_value(), "status": row.status, "result": row.result}
+            # The row's kind is one of errors.ErrorKind, which the store keeps as a string.
+            kind = cast(FailedReasonKind, row.error_kind or "internal")
+            raise UnrecoverableError(failed_reason(kind, row.error_message or "", row.id))
+        value = SyncJobResult(
+            jobId=accepted.job_id,
+            celeryTaskId=accepted.celery_task_id,
+            status="succeeded",
+            result=dict(row.result or {}),
+        )
+        return value.model_dump(mode="json")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field
 
-from pydantic import BaseModel, Field
-
-from vamu_tasks.domain import JobRequest, JobText
+from vamu_tasks.domain import FinishReason, JobRequest, JobText
 
 
 class ChatRequest(JobRequest):
@@ -19,10 +17,13 @@ class ChatRequest(JobRequest):
     traceparent: JobText | None = Field(default=None, max_length=128)
 
 
-class ChatReply(BaseModel):
+class ChatReplyResult(BaseModel):
     """The `result` stored on the job row: `{"reply", "messageId", "finishReason"}`."""
+
+    model_config = ConfigDict(extra="forbid")
 
     reply: str
     messageId: str
     # "length": the output token limit cut the reply (stored and shown, but not complete).
-    finishReason: Literal["stop", "length"] = "stop"
+    # Rows stored before the field existed have none: read that as "stop".
+    finishReason: FinishReason = "stop"

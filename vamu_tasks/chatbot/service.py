@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vamu_tasks.chatbot import prompts
-from vamu_tasks.chatbot.schemas import ChatRequest
+from vamu_tasks.chatbot.schemas import ChatReplyResult, ChatRequest
 from vamu_tasks.chatbot.streaming import ChunkCoalescer
 from vamu_tasks.domain import (
     ChatChunk,
@@ -21,6 +21,7 @@ from vamu_tasks.domain import (
     TextDelta,
 )
 from vamu_tasks.errors import InvalidJob, StreamInterrupted
+from vamu_tasks.events import ChatReplyReadyEvent, request_id_of
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import ChatStore, ChunkSink, LLMProvider, UserContextClient
 
@@ -101,16 +102,13 @@ def reply_to_message(
         existing = chats.add_reply(job.id, request.conversation_id, final.text, final.finish_reason)
     # "length": the token limit cut the reply; it is stored and shown, but not as complete.
     finish = existing.finish_reason or "stop"
-    return FeatureResult(
-        {"reply": existing.content, "messageId": str(existing.id), "finishReason": finish},
-        READY_EVENT,
-        {
-            "jobId": str(job.id),
-            "conversationId": request.conversation_id,
-            "messageId": str(existing.id),
-            "finishReason": finish,
-        },
+    result = ChatReplyResult(
+        reply=existing.content, messageId=str(existing.id), finishReason=finish
     )
+    ready = ChatReplyReadyEvent.of(
+        job, conversationId=request.conversation_id, messageId=existing.id, finishReason=finish
+    )
+    return FeatureResult(result.model_dump(mode="json"), READY_EVENT, ready.payload())
 
 
 def _stream_reply(
@@ -122,13 +120,32 @@ def _stream_reply(
     checkpoint: Callable[[], None] = lambda: None,
 ) -> LLMResult:
     attempt = job.attempts
+    request_id = request_id_of(job.request)
     if attempt > 1:
-        sink.restart(job.id, request.user_id, request.conversation_id, attempt)
+        sink.restart(
+            job.id,
+            request.user_id,
+            request.conversation_id,
+            attempt,
+            request_id=request_id,
+            rerun_of=job.rerun_of,
+        )
 
     def emit(seq: int, delta: str) -> None:
         # Each coalesced chunk is a checkpoint: a cancelled reply stops within one chunk.
         checkpoint()
-        sink.chunk(ChatChunk(job.id, request.user_id, request.conversation_id, attempt, seq, delta))
+        sink.chunk(
+            ChatChunk(
+                job.id,
+                request.user_id,
+                request.conversation_id,
+                attempt,
+                seq,
+                delta,
+                request_id=request_id,
+                rerun_of=job.rerun_of,
+            )
+        )
 
     coalescer = ChunkCoalescer(emit)
     final: LLMResult | None = None

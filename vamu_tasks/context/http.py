@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx2
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
-from vamu_tasks.domain import UserContext
+from vamu_tasks.context.models import Event, EventSearchQuery, EventSearchResult
+from vamu_tasks.domain import IANA_TIMEZONE_PATTERN, PATTERN_PROBLEMS, UserContext
 from vamu_tasks.errors import UpstreamApiError, UserNotFound
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+
+_M = TypeVar("_M", bound=BaseModel)
+
+# What a value that misses one of the contract's patterns should have been (pydantic would quote
+# the whole regex).
+_PATTERN_PROBLEMS = {
+    **PATTERN_PROBLEMS,
+    IANA_TIMEZONE_PATTERN: "expected an IANA time zone name, such as Europe/London",
+}
 
 
 class HttpNestApiClient:
@@ -46,31 +56,31 @@ class HttpNestApiClient:
         if response.status_code == 404:
             raise UserNotFound(f"The NestJS API has no user {user_id!r}.")
         body = self._json(response, f"user context for {user_id!r}")
-        try:
-            return UserContext.model_validate(body)
-        except ValidationError as exc:
-            raise UpstreamApiError(
-                f"The NestJS API sent a user context that does not match the contract: "
-                f"{exc.error_count()} field error(s), first: {exc.errors()[0]['loc']}"
-            ) from exc
+        return _validated(UserContext, body, "a user context")
 
     def search_events(self, **params: Any) -> list[dict[str, Any]]:
-        query = {key: value for key, value in params.items() if value is not None}
+        """The matching events, each as the API sent it (checked against `Event` first)."""
+        given = {key: value for key, value in params.items() if value is not None}
+        # Only what was given goes out (the API applies its own defaults), times with an offset.
+        query = EventSearchQuery.model_validate(given).model_dump(
+            mode="json", by_alias=True, exclude_unset=True
+        )
         response = self._get("/internal/events/search", params=query)
         body = self._json(response, "event search")
-        events = body.get("events") if isinstance(body, dict) else None
-        if not isinstance(events, list):
-            raise UpstreamApiError("The NestJS API's event search did not return {events: [...]}.")
-        return [event for event in events if isinstance(event, dict)]
+        _validated(EventSearchResult, body, "an event search result")
+        # The agent shows the model the events as NestJS sent them: validation only guards.
+        events: list[dict[str, Any]] = body["events"]
+        return events
 
     def get_event(self, event_id: str) -> dict[str, Any] | None:
+        """The event as the API sent it (checked against `Event` first); None on a 404."""
         response = self._get(f"/internal/events/{quote(event_id, safe='')}")
         if response.status_code == 404:
             return None
         body = self._json(response, f"event {event_id!r}")
-        if not isinstance(body, dict):
-            raise UpstreamApiError(f"The NestJS API sent a malformed event {event_id!r}.")
-        return body
+        _validated(Event, body, f"event {event_id!r}")
+        event: dict[str, Any] = body
+        return event
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> httpx2.Response:
         last_problem = ""
@@ -103,3 +113,18 @@ class HttpNestApiClient:
             return response.json()
         except ValueError as exc:
             raise UpstreamApiError(f"The NestJS API sent invalid JSON for {what}.") from exc
+
+
+def _validated(model: type[_M], body: Any, what: str) -> _M:
+    """`body` as `model`; a body that breaks the contract is an `UpstreamApiError`."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(body)"
+        problem = _PATTERN_PROBLEMS.get(str(first.get("ctx", {}).get("pattern")), first["msg"])
+        raise UpstreamApiError(
+            f"The NestJS API sent {what} that does not match the contract "
+            f"(docs/openapi/internal-api.json): {exc.error_count()} field error(s), "
+            f"first: {where}: {problem}"
+        ) from exc

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from vamu_tasks.domain import ChatChunk
+from vamu_tasks.events import ChatChunkEvent, ChatRestartEvent
 from vamu_tasks.notify.socketio import SocketIOEmitter
 from vamu_tasks.notify.transports import room_for
 
@@ -31,18 +32,35 @@ class RedisChunkSink:
         self._emitter = SocketIOEmitter(client, key=key)
 
     def chunk(self, chunk: ChatChunk) -> None:
-        payload = {
-            "jobId": str(chunk.job_id),
-            "conversationId": chunk.conversation_id,
-            "seq": chunk.seq,
-            "delta": chunk.delta,
-            "attempt": chunk.attempt,
-        }
-        self._send(chunk.job_id, chunk.user_id, "chat-chunk", payload)
+        event = ChatChunkEvent(
+            jobId=chunk.job_id,
+            requestId=chunk.request_id,
+            rerunOf=chunk.rerun_of,
+            conversationId=chunk.conversation_id,
+            seq=chunk.seq,
+            delta=chunk.delta,
+            attempt=chunk.attempt,
+        )
+        self._send(chunk.job_id, chunk.user_id, "chat-chunk", event.payload())
 
-    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
-        payload = {"jobId": str(job_id), "conversationId": conversation_id, "attempt": attempt}
-        self._send(job_id, user_id, "chat-restart", payload)
+    def restart(
+        self,
+        job_id: uuid.UUID,
+        user_id: str,
+        conversation_id: str,
+        attempt: int,
+        *,
+        request_id: str | None = None,
+        rerun_of: uuid.UUID | None = None,
+    ) -> None:
+        event = ChatRestartEvent(
+            jobId=job_id,
+            requestId=request_id,
+            rerunOf=rerun_of,
+            conversationId=conversation_id,
+            attempt=attempt,
+        )
+        self._send(job_id, user_id, "chat-restart", event.payload())
 
     def _send(self, job_id: uuid.UUID, user_id: str, event: str, payload: dict[str, Any]) -> None:
         # Streaming is best effort: the committed reply and chat-reply-ready are what count.
@@ -63,7 +81,16 @@ class LogChunkSink:
     def chunk(self, chunk: ChatChunk) -> None:
         log.debug("chat-chunk job=%s seq=%d %r", chunk.job_id, chunk.seq, chunk.delta)
 
-    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
+    def restart(
+        self,
+        job_id: uuid.UUID,
+        user_id: str,
+        conversation_id: str,
+        attempt: int,
+        *,
+        request_id: str | None = None,
+        rerun_of: uuid.UUID | None = None,
+    ) -> None:
         log.info("chat-restart job=%s attempt=%d", job_id, attempt)
 
 

@@ -10,6 +10,7 @@ from pydantic import SecretStr
 
 from vamu_tasks.domain import Notification
 from vamu_tasks.errors import TransientError
+from vamu_tasks.events import WebhookBody
 from vamu_tasks.notify.signing import SIGNATURE_HEADER, sign
 from vamu_tasks.notify.socketio import RedisPublisher, SocketIOEmitter
 
@@ -52,6 +53,17 @@ class SocketIOTransport:
             raise DeliveryFailed(f"Socket.IO emit failed ({type(exc).__name__}).") from exc
 
 
+def webhook_body(notification: Notification) -> bytes:
+    """The bytes POSTed and signed: `{id, event, userId, data}`, compact JSON."""
+    body = WebhookBody(
+        id=notification.id,
+        event=notification.event,
+        userId=notification.user_id,
+        data=dict(notification.data),
+    )
+    return json.dumps(body.model_dump(mode="json"), separators=(",", ":")).encode()
+
+
 class WebhookTransport:
     """POSTs `{id, event, userId, data}` signed with the shared secret; 2xx means delivered."""
 
@@ -66,15 +78,7 @@ class WebhookTransport:
         self._client.close()
 
     def send(self, notification: Notification) -> None:
-        body = json.dumps(
-            {
-                "id": str(notification.id),
-                "event": notification.event,
-                "userId": notification.user_id,
-                "data": dict(notification.data),
-            },
-            separators=(",", ":"),
-        ).encode()
+        body = webhook_body(notification)
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign(body, self._secret.get_secret_value()),

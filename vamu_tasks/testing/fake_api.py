@@ -20,11 +20,9 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from vamu_tasks.context.models import DEFAULT_RADIUS_KM, DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT
 from vamu_tasks.context.samples import SAMPLE_EVENTS, SAMPLE_USERS
 
-DEFAULT_SEARCH_LIMIT = 10
-MAX_SEARCH_LIMIT = 50
-DEFAULT_RADIUS_KM = 25.0
 EARTH_RADIUS_KM = 6371.0088
 
 _USER_CONTEXT = re.compile(r"^/internal/users/(?P<user_id>[^/]+)/context$")

@@ -567,5 +567,14 @@ class RecordingChunkSink:
     def chunk(self, chunk: ChatChunk) -> None:
         self.events.append(chunk)
 
-    def restart(self, job_id: uuid.UUID, user_id: str, conversation_id: str, attempt: int) -> None:
+    def restart(
+        self,
+        job_id: uuid.UUID,
+        user_id: str,
+        conversation_id: str,
+        attempt: int,
+        *,
+        request_id: str | None = None,
+        rerun_of: uuid.UUID | None = None,
+    ) -> None:
         self.events.append(("restart", job_id, attempt))
