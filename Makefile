@@ -3,8 +3,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 NODE_DIR := tests/e2e/node
+CLIENT_DIR := clients/node
 
-.PHONY: demo test install node-deps lint typecheck format unit integration e2e clean chaos test-live
+.PHONY: demo dev test install node-deps node-client lint typecheck format unit integration e2e clean chaos test-live
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,13 +21,28 @@ $(NODE_DIR)/node_modules/.package-lock.json: $(NODE_DIR)/package-lock.json
 
 node-deps: $(NODE_DIR)/node_modules/.package-lock.json
 
+$(CLIENT_DIR)/node_modules/.package-lock.json: $(CLIENT_DIR)/package-lock.json
+	npm ci --prefix $(CLIENT_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The npm package @vamu/ai-jobs (clients/node): builds dist/ (which the e2e tests drive the bridge
+# through), runs its node --test tests and type-checks the NestJS example (`npm test` there).
+node-client: $(CLIENT_DIR)/node_modules/.package-lock.json
+	cd $(CLIENT_DIR) && npm test --silent
+
 demo: install
 	$(BIN)/vamu-tasks demo
+
+# Every process on the local PostgreSQL and Redis, Socket.IO on (README, `vamu-tasks dev`).
+dev: install
+	$(BIN)/vamu-tasks dev
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check vamu_tasks workers celeryconfig.py
 	$(BIN)/vamu-tasks contracts export --check
+	$(BIN)/vamu-tasks contracts openapi --check
+	node $(CLIENT_DIR)/scripts/generate.mjs --check
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -41,12 +57,12 @@ unit: install
 integration: install node-deps
 	$(BIN)/pytest tests/integration -q
 
-e2e: install node-deps
+e2e: install node-deps node-client
 	$(BIN)/pytest tests/e2e -q
 
 # The fault suite (tests/chaos, ~6 min, docs/reliability.md) has its own target; .ci/run runs both.
 # The live vendor checks (tests/live) spend real tokens: only `make test-live` runs them.
-test: install node-deps lint typecheck
+test: install node-deps node-client lint typecheck
 	$(BIN)/pytest -q --ignore=tests/chaos --ignore=tests/live
 
 # Flower's dashboard with tasks of every feature, rendered by headless Chromium to docs/img/
@@ -57,6 +73,7 @@ flower-screenshot: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .vamu $(NODE_DIR)/node_modules
+	rm -rf $(CLIENT_DIR)/node_modules $(CLIENT_DIR)/dist $(CLIENT_DIR)/build
 
 # Benchmarks (bench/, docs/performance.md). They need PostgreSQL, Redis and Node like the tests.
 # `make bench`: the full run (~10 min), results in bench/results/; `make bench-quick`: every

@@ -11,15 +11,19 @@ import time
 from pathlib import Path
 from typing import Any, Self
 
-from tests.support.node import NODE_DIR, require_node_modules
+from tests.support.node import NODE_DIR, require_node_client, require_node_modules
 
 
 def produce(redis_url: str, queue: str, jobs: list[dict[str, Any]], *, wait: bool = True,
-            timeout_ms: int = 20000, prefix: str = "bull") -> list[dict[str, Any]]:
-    """Add `jobs` with Node's `Queue.add`; with `wait`, return each job's outcome in order."""
+            timeout_ms: int = 20000, prefix: str = "bull", sync: bool = False
+            ) -> list[dict[str, Any]]:
+    """Add `jobs` through the Node package `@vamu/ai-jobs` (`VamuAiJobs`; the `*Now` methods
+    with `sync`), or with plain `Queue.add` for a job with `"raw": True`; with `wait`, return
+    each job's outcome in order (tests/e2e/node/producer.js)."""
     node = require_node_modules()
+    require_node_client()
     spec = {"redis": redis_url, "prefix": prefix, "queue": queue, "jobs": jobs, "wait": wait,
-            "timeoutMs": timeout_ms}
+            "timeoutMs": timeout_ms, "sync": sync}
     done = subprocess.run(
         [str(node), str(NODE_DIR / "producer.js")], input=json.dumps(spec), cwd=NODE_DIR,
         capture_output=True, text=True, timeout=timeout_ms / 1000 + 60,

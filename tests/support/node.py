@@ -6,6 +6,8 @@ import shutil
 from pathlib import Path
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "e2e" / "node"
+# The package `@vamu/ai-jobs`, which the e2e producer drives the bridge through.
+CLIENT_DIR = Path(__file__).resolve().parents[2] / "clients" / "node"
 
 
 class NodeHarnessMissing(RuntimeError):
@@ -23,3 +25,13 @@ def require_node_modules() -> Path:
             f"(or `npm ci --prefix {NODE_DIR}`)"
         )
     return Path(node)
+
+
+def require_node_client() -> Path:
+    """Return clients/node, or raise telling how to build the package (`dist/`)."""
+    if not (CLIENT_DIR / "dist" / "index.js").is_file():
+        raise NodeHarnessMissing(
+            f"{CLIENT_DIR / 'dist'} is missing: run `make node-client` "
+            f"(or `npm ci && npm run build` in {CLIENT_DIR})"
+        )
+    return CLIENT_DIR

@@ -16,6 +16,8 @@ class WebhookReceiver:
     def __init__(self, secret: str) -> None:
         self.secret = secret
         self.deliveries: list[dict[str, Any]] = []
+        # What was delivered, as received: (raw body, X-Vamu-Signature), for clients/node.
+        self.raw_deliveries: list[tuple[bytes, str]] = []
         self.rejected: list[str] = []
         self.fail_with: int | None = None
         self._changed = threading.Condition()
@@ -51,6 +53,7 @@ class WebhookReceiver:
             return 401
         with self._changed:
             self.deliveries.append(json.loads(body))
+            self.raw_deliveries.append((body, header or ""))
             self._changed.notify_all()
         return 204
 
