@@ -130,7 +130,7 @@ class Baseline:
 
         usage = Usage(input_tokens=answer.usage.input_tokens,
                       output_tokens=answer.usage.output_tokens,
-                      cached_input_tokens=answer.usage.input_tokens_details.cached_tokens)
+                      cache_read_tokens=answer.usage.input_tokens_details.cached_tokens)
         t = time.perf_counter()
         await self.db.execute(INSERT, (
             job_id, request.user_id,

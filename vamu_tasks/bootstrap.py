@@ -127,6 +127,7 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
             api_key=settings.anthropic_api_key,
             model=settings.anthropic_model,
             base_url=settings.anthropic_base_url or ANTHROPIC_DEFAULT_URL,
+            cache_ttl=settings.prompt_cache_ttl,
             **common,
         )
     return OfflineProvider()

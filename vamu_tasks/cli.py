@@ -38,6 +38,8 @@ def job_as_dict(job: JobRecord) -> dict[str, Any]:
         "model": job.model,
         "inputTokens": job.input_tokens,
         "outputTokens": job.output_tokens,
+        "cacheReadTokens": job.cache_read_tokens,
+        "cacheWriteTokens": job.cache_write_tokens,
         "costUsd": str(job.cost_usd) if job.cost_usd is not None else None,
         "source": job.source,
         "sourceRef": job.source_ref,

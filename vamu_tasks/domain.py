@@ -164,27 +164,41 @@ class OutputSchema:
 
 @dataclass(frozen=True)
 class LLMRequest:
+    """One call: stable parts first (system, then messages oldest first), the new one last.
+
+    `cache_key` groups the requests that share a prefix (OpenAI's `prompt_cache_key`): per
+    feature and user, or per conversation. Nothing volatile goes in front of a stable part.
+    """
+
     system: str
     messages: tuple[Message, ...]
     output_schema: OutputSchema | None = None
     max_output_tokens: int = 1024
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True)
 class Usage:
-    """Token counts normalised across vendors; `input_tokens` includes cached and cache writes."""
+    """Token counts normalised across vendors.
+
+    `input_tokens` is every input token, cache reads and writes included (OpenAI's meaning;
+    Anthropic reports the three parts apart). `cache_write_1h_tokens` is the part of
+    `cache_write_tokens` written with Anthropic's 1-hour TTL, which costs more.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
-    cached_input_tokens: int = 0
+    cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
-            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_read_tokens + other.cache_read_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 
@@ -258,6 +272,10 @@ class JobRecord:
     notify: bool = True
     rerun_reason: str | None = None
     requested_by: str | None = None
+    # The parts of input_tokens read from and written to the vendors' prompt caches (None on
+    # rows written before they were counted, migration 0008).
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -382,6 +400,7 @@ class ToolsRequest:
     items: tuple[AgentItem, ...]
     tools: tuple[ToolSpec, ...]
     max_output_tokens: int = 1024
+    cache_key: str | None = None
 
 
 @dataclass(frozen=True)

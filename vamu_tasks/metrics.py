@@ -83,7 +83,8 @@ NOTIFICATIONS = Counter(
 def record_usage(provider: str, model: str, usage: Usage) -> None:
     LLM_TOKENS.labels(provider, model, "input").inc(usage.input_tokens)
     LLM_TOKENS.labels(provider, model, "output").inc(usage.output_tokens)
-    LLM_TOKENS.labels(provider, model, "cached_input").inc(usage.cached_input_tokens)
+    LLM_TOKENS.labels(provider, model, "cache_read").inc(usage.cache_read_tokens)
+    LLM_TOKENS.labels(provider, model, "cache_write").inc(usage.cache_write_tokens)
     cost = cost_usd(model, usage)
     if cost is not None:
         LLM_COST.labels(provider, model).inc(float(cost))

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     llm_sdk_max_retries: int = 0
     llm_strict_validation: bool = False
     llm_max_output_tokens: int = 2048
+    # How long Anthropic keeps a cached prompt prefix: "5m" (writes cost 1.25x the input price)
+    # or "1h" (2x), refreshed on each hit. OpenAI's cache needs no setting.
+    prompt_cache_ttl: Literal["5m", "1h"] = "5m"
     # Shared by all processes through Redis (VAMU_REDIS_URL); set below the provider's limits.
     llm_rpm_limit: int | None = None
     llm_tpm_limit: int | None = None

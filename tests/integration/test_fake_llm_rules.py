@@ -258,6 +258,18 @@ def test_anthropic_accepts_parallel_tool_uses_answered_together_in_the_next_mess
     assert post(server, "/v1/messages", claude(messages=messages))[0] == 200
 
 
+def test_anthropic_refuses_more_than_four_cache_breakpoints(server: FakeLLMServer):
+    mark = {"type": "ephemeral"}
+    system = [{"type": "text", "text": f"part {n}", "cache_control": mark} for n in range(5)]
+
+    assert refused_by_anthropic(server, claude(system=system)) == (
+        400,
+        "invalid_request_error",
+        "A maximum of 4 blocks with cache_control may be provided. Found 5.",
+    )
+    assert post(server, "/v1/messages", claude(system=system[:4]))[0] == 200
+
+
 def test_anthropic_answers_an_unknown_model_with_its_not_found_error(server: FakeLLMServer):
     assert refused_by_anthropic(server, claude(model="claude-sonnet-5-9")) == (
         404,

@@ -55,7 +55,9 @@ def test_an_inspiration_job_ends_succeeded_with_ideas_spend_and_a_signed_notific
     assert (job.attempts, job.error_kind) == (1, None)
     assert (job.provider, job.model) == ("openai", "gpt-5-mini")
     assert (job.input_tokens, job.output_tokens) == (400, 120)
-    expected_cost = cost_usd("gpt-5-mini", Usage(400, 120, cached_input_tokens=100))
+    # The cache's part of the input is on the row, priced at the cache read price.
+    assert (job.cache_read_tokens, job.cache_write_tokens) == (100, 0)
+    expected_cost = cost_usd("gpt-5-mini", Usage(400, 120, cache_read_tokens=100))
     assert job.cost_usd == expected_cost and job.cost_usd > Decimal(0)
     assert job.started_at is not None and job.finished_at is not None
     delivery = s.webhook.wait_for(lambda d: d["data"].get("jobId") == str(job_id))

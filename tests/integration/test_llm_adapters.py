@@ -190,7 +190,7 @@ def test_a_plain_completion_returns_the_text_provider_model_and_normalised_usage
     assert result.provider == provider.name
     assert result.model == provider.model
     assert result.usage == Usage(
-        input_tokens=100, output_tokens=20, cached_input_tokens=40, cache_write_tokens=0
+        input_tokens=100, output_tokens=20, cache_read_tokens=40, cache_write_tokens=0
     )
     assert result.finish_reason == "stop"
 
@@ -204,7 +204,7 @@ def test_anthropic_cache_reads_are_added_back_into_input_tokens(
     result = anthropic_provider.complete(QUESTION)
 
     assert result.usage.input_tokens == 1000
-    assert result.usage.cached_input_tokens == 900
+    assert result.usage.cache_read_tokens == 900
     # Priced as 100 plain + 900 cached input tokens, not 100 plain only.
     assert cost_usd(result.model, result.usage) == (
         Decimal(100) * Decimal("3.00") + Decimal(900) * Decimal("0.30") + Decimal(5) * 15
@@ -255,10 +255,21 @@ def test_a_structured_request_sends_the_schema_and_system_prompt_in_the_vendor_f
         assert body["input"] == [{"role": "user", "content": "Three ideas for Saturday, please."}]
     else:
         assert sent.path == "/v1/messages"
-        assert body["system"] == SYSTEM
+        assert body["system"] == [
+            {"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}
+        ]
         assert body["output_config"]["format"] == {"type": "json_schema", "schema": IDEAS_SCHEMA}
         assert body["messages"] == [
-            {"role": "user", "content": "Three ideas for Saturday, please."}
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": "Three ideas for Saturday, please.",
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            }
         ]
 
 

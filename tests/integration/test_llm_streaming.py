@@ -169,7 +169,7 @@ def test_the_final_result_has_the_normalised_usage_with_cached_tokens_counted_as
     )
 
     assert seen.finals[0].usage == Usage(
-        input_tokens=100, output_tokens=20, cached_input_tokens=40, cache_write_tokens=0
+        input_tokens=100, output_tokens=20, cache_read_tokens=40, cache_write_tokens=0
     )
 
 
@@ -199,8 +199,17 @@ def test_the_conversation_and_system_prompt_go_out_in_the_vendor_fields(
         assert body["input"] == turns
         assert body["max_output_tokens"] == 256
     else:
-        assert body["system"] == QUESTION.system
-        assert body["messages"] == turns
+        cache = {"type": "ephemeral"}
+        assert body["system"] == [{"type": "text", "text": QUESTION.system, "cache_control": cache}]
+        # The newest message ends the prefix to cache; the next turn reads up to it.
+        assert body["messages"] == [
+            {"role": "user", "content": [{"type": "text", "text": "Any jazz this week?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Which part of London?"}]},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Camden, please.", "cache_control": cache}],
+            },
+        ]
         assert body["max_tokens"] == 256
 
 

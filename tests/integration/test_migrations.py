@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from tests.support.services import temporary_database
 from vamu_tasks.store.chat import SqlAlchemyChatStore
 from vamu_tasks.store.migrate import upgrade
-from vamu_tasks.store.repository import Database
+from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +100,29 @@ def test_upgrading_from_0006_keeps_chat_messages_and_reads_old_replies_as_comple
         ).one()
     engine.dispose()
     assert (status, attempts) == ("succeeded", 1)
+
+
+def test_upgrading_from_0007_keeps_job_rows_and_leaves_their_cache_counts_unknown(url: str):
+    upgrade(url, "0007")
+    write_0006_rows(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sql("UPDATE ai_jobs SET input_tokens = 900, output_tokens = 40 WHERE id = :id"),
+            {"id": JOB},
+        )
+    engine.dispose()
+
+    upgrade(url)
+
+    db = Database.from_url(url)
+    store = SqlAlchemyJobStore(db, transports=[])
+    job = store.get_job(JOB)
+    db.close()
+    assert job is not None
+    assert (job.status, job.input_tokens, job.output_tokens) == ("succeeded", 900, 40)
+    assert job.result == {"reply": "Hello!", "messageId": str(REPLY)}
+    assert (job.cache_read_tokens, job.cache_write_tokens) == (None, None)
 
 
 def test_a_reply_stored_after_the_upgrade_keeps_its_finish_reason(url: str):

@@ -195,8 +195,8 @@ def test_anthropic_cache_writes_are_counted_and_priced_at_the_write_price(
     read = provider.complete(STRUCTURED)
     provider.close()
 
-    assert written.usage == Usage(5000, 10, cached_input_tokens=0, cache_write_tokens=4000)
-    assert read.usage == Usage(5000, 10, cached_input_tokens=4000, cache_write_tokens=0)
+    assert written.usage == Usage(5000, 10, cache_read_tokens=0, cache_write_tokens=4000)
+    assert read.usage == Usage(5000, 10, cache_read_tokens=4000, cache_write_tokens=0)
     price = PRICES["claude-sonnet-4-6"]
     assert price.cache_write is not None
     expected = (1000 * price.input + 4000 * price.cache_write + 10 * price.output) / 1_000_000

@@ -402,7 +402,7 @@ def test_fit_history_drops_the_oldest_messages_first_to_stay_within_the_budget()
     history = conversation(*(f"message {n} " + "x" * 40 for n in range(1, 7)))
     last_four = sum(estimate_tokens(r.content) for r in history[-4:])
 
-    kept = fit_history(history, budget_tokens=last_four)
+    kept = fit_history(history, budget_tokens=last_four, step=1)
 
     assert [m.content for m in kept] == [r.content for r in history[-4:]]
     assert sum(estimate_tokens(m.content) for m in kept) <= last_four
@@ -412,7 +412,7 @@ def test_fit_history_starts_with_a_user_turn_even_if_an_answer_would_fit() -> No
     history = conversation(*(f"message {n} " + "x" * 40 for n in range(1, 7)))
     last_three = sum(estimate_tokens(r.content) for r in history[-3:])  # answer, question, answer
 
-    kept = fit_history(history, budget_tokens=last_three)
+    kept = fit_history(history, budget_tokens=last_three, step=1)
 
     assert roles_and_texts(kept) == [
         ("user", history[-2].content),
@@ -437,6 +437,46 @@ def test_fit_history_joins_consecutive_messages_of_one_role() -> None:
         ("user", "U2 (reply failed)\n\nU3"),
         ("assistant", "A3"),
     ]
+
+
+def test_fit_history_cuts_in_whole_steps_so_the_kept_part_starts_at_the_same_message() -> None:
+    # 30 messages of equal size, a budget of 15 of them. With steps of 10 the history is cut
+    # after message 20 (10 kept), not after 15: a cut between steps would move the start, and
+    # with it the cached prompt prefix, on every turn.
+    contents = [f"message {n:02} " + "x" * 30 for n in range(1, 33)]
+    budget = 15 * estimate_tokens(contents[0])
+
+    kept = fit_history(conversation(*contents[:30]), budget_tokens=budget, step=10)
+    next_turn = fit_history(conversation(*contents[:32]), budget_tokens=budget, step=10)
+
+    assert [m.content[:10] for m in kept] == [f"message {n}" for n in range(21, 31)]
+    assert [m.content[:10] for m in next_turn] == [f"message {n}" for n in range(21, 33)]
+
+
+def test_fit_history_keeps_its_start_until_the_budget_forces_the_next_whole_step() -> None:
+    contents = [f"message {n:02} " + "x" * 30 for n in range(1, 41)]
+    history = conversation(*contents)
+    per_message = estimate_tokens(contents[0])
+    budget = 15 * per_message
+
+    starts = []
+    for turn in range(20, 41, 2):  # the conversation grows by a question and an answer a turn
+        kept = fit_history(history[:turn], budget_tokens=budget, step=10)
+        starts.append(kept[0].content[:10])
+        assert sum(estimate_tokens(m.content) for m in kept) <= budget
+
+    # The start moves only by whole steps: message 11 while it fits, then 21, then 31.
+    assert sorted(set(starts)) == ["message 11", "message 21", "message 31"]
+    assert starts == sorted(starts)
+
+
+def test_fit_history_never_keeps_a_message_it_was_not_given() -> None:
+    # Only the latest 12 of 40 messages were read: a cut at 20 would start before them.
+    history = conversation(*(f"m{n}" for n in range(1, 41)))[-12:]
+
+    kept = fit_history(history, budget_tokens=10_000, step=10)
+
+    assert kept[0].content == "m31"
 
 
 def test_fit_history_is_empty_when_not_even_the_last_message_fits() -> None:

@@ -18,8 +18,8 @@ def test_a_plain_call_costs_input_and_output_at_list_price() -> None:
     assert cost == Decimal("1.250000")
 
 
-def test_cached_input_tokens_cost_the_cached_price() -> None:
-    usage = Usage(input_tokens=10_000, output_tokens=0, cached_input_tokens=8_000)
+def test_cache_read_tokens_cost_the_cached_price() -> None:
+    usage = Usage(input_tokens=10_000, output_tokens=0, cache_read_tokens=8_000)
 
     cost = cost_usd("gpt-5-mini", usage)
 
@@ -34,6 +34,17 @@ def test_anthropic_cache_writes_cost_the_cache_write_price() -> None:
 
     # 1,000 plain x $3/M + 2,000 writes x $3.75/M + 100 out x $15/M
     assert cost == Decimal("0.012000")
+
+
+def test_anthropic_one_hour_cache_writes_cost_twice_the_input_price() -> None:
+    usage = Usage(
+        input_tokens=3_000, cache_write_tokens=2_000, cache_write_1h_tokens=1_500
+    )
+
+    cost = cost_usd("claude-sonnet-4-6", usage)
+
+    # 1,000 plain x $3/M + 500 5-minute writes x $3.75/M + 1,500 1-hour writes x $6/M
+    assert cost == Decimal("0.013875")
 
 
 def test_cache_writes_of_a_model_without_a_write_price_cost_the_input_price() -> None:

@@ -165,7 +165,13 @@ def run_agent(
             break
         checkpoint()
         result = llm.complete_with_tools(
-            ToolsRequest(system, tuple(run.items), specs, max_output_tokens)
+            ToolsRequest(
+                system,
+                tuple(run.items),
+                specs,
+                max_output_tokens,
+                cache_key=f"agent:{request.user_id}",
+            )
         )
         meter.record_usage(result.provider, result.model, result.usage)
         turn = result.turn

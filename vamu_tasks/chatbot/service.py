@@ -27,6 +27,10 @@ from vamu_tasks.ports import ChatStore, ChunkSink, LLMProvider, UserContextClien
 
 READY_EVENT = "chat-reply-ready"
 HISTORY_LIMIT = 50
+# The history is cut at a multiple of this many messages (by seq), never one message at a time:
+# the prompt's prefix then stays the same from turn to turn, so the vendors' prompt caches keep
+# hitting, until the budget forces the next cut.
+TRIM_STEP = 10
 
 
 def parse_request(data: Mapping[str, Any]) -> ChatRequest:
@@ -41,21 +45,33 @@ def estimate_tokens(text: str) -> int:
     return len(text) // 4 + 1
 
 
-def fit_history(history: Sequence[ChatMessageRecord], budget_tokens: int) -> list[Message]:
-    """The most recent messages that fit the budget, oldest first, starting with a user turn.
+def fit_history(
+    history: Sequence[ChatMessageRecord],
+    budget_tokens: int,
+    *,
+    step: int = TRIM_STEP,
+    limit: int = HISTORY_LIMIT,
+) -> list[Message]:
+    """The recent messages that fit the budget, oldest first, starting with a user turn.
+
+    `history` is the conversation's latest messages, oldest first. They are kept from just
+    after a cut at a multiple of `step` (by `seq`): the lowest such cut that leaves at most
+    `limit` messages within `budget_tokens` and none that `history` does not hold. So the kept
+    part starts at the same message turn after turn, and moves on by a step at a time.
 
     Consecutive messages of one role (a turn whose reply failed) are joined, since the
     providers expect user and assistant to alternate.
     """
-    kept: list[ChatMessageRecord] = []
-    used = 0
-    for record in reversed(history):
-        cost = estimate_tokens(record.content)
-        if used + cost > budget_tokens:
+    if not history:
+        return []
+    cut = 0
+    while True:
+        kept = [record for record in history if record.seq > cut]
+        complete = cut >= history[0].seq - 1
+        fits = sum(estimate_tokens(r.content) for r in kept) <= budget_tokens
+        if complete and fits and len(kept) <= limit:
             break
-        kept.append(record)
-        used += cost
-    kept.reverse()
+        cut += step
     while kept and kept[0].role != "user":
         kept.pop(0)
     messages: list[Message] = []
@@ -87,14 +103,19 @@ def reply_to_message(
         asked = chats.add_user_message(
             job.id, request.conversation_id, request.user_id, request.message
         )
-        history = chats.history(request.conversation_id, before_seq=asked.seq, limit=HISTORY_LIMIT)
+        history = chats.history(
+            request.conversation_id, before_seq=asked.seq, limit=HISTORY_LIMIT + TRIM_STEP
+        )
         messages = fit_history(history, history_budget_tokens)
         if messages and messages[-1].role == "user":
             messages[-1] = Message("user", f"{messages[-1].content}\n\n{request.message}")
         else:
             messages.append(Message("user", request.message))
         llm_request = LLMRequest(
-            prompts.system_prompt(user), tuple(messages), max_output_tokens=max_output_tokens
+            prompts.system_prompt(user),
+            tuple(messages),
+            max_output_tokens=max_output_tokens,
+            cache_key=f"chat:{request.conversation_id}",
         )
         checkpoint()
         final = _stream_reply(job, request, llm, llm_request, sink, checkpoint)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import httpx2
@@ -33,6 +33,8 @@ from vamu_tasks.errors import (
 from vamu_tasks.llm.retry_after import retry_after_seconds
 from vamu_tasks.llm.tools_wire import anthropic_messages, anthropic_tools, anthropic_turn
 
+CacheTTL = Literal["5m", "1h"]
+
 # Anthropic error `type`s, as sent in error bodies and mid-stream `event: error` frames.
 _TRANSIENT_TYPES = {"overloaded_error", "api_error", "timeout_error"}
 _QUOTA_TYPES = {"billing_error"}
@@ -52,8 +54,12 @@ class AnthropicProvider:
         timeout_s: float = 60.0,
         max_retries: int = 0,
         strict_validation: bool = False,
+        cache_ttl: CacheTTL = "5m",
     ) -> None:
         self.model = model
+        self._cache: dict[str, str] = {"type": "ephemeral"}
+        if cache_ttl == "1h":
+            self._cache["ttl"] = "1h"
         self._client = anthropic.Anthropic(
             api_key=api_key.get_secret_value(),
             base_url=base_url,
@@ -84,9 +90,9 @@ class AnthropicProvider:
     def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "system": request.system,
-            "messages": anthropic_messages(request.items),
-            "tools": anthropic_tools(request.tools),
+            "system": self._system(request.system),
+            "messages": self._history_cached(anthropic_messages(request.items)),
+            "tools": self._tools_cached(anthropic_tools(request.tools)),
             "max_tokens": request.max_output_tokens,
         }
         try:
@@ -127,10 +133,14 @@ class AnthropicProvider:
         )
 
     def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+        messages = [
+            {"role": m.role, "content": [{"type": "text", "text": m.content}]}
+            for m in request.messages
+        ]
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "system": request.system,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "system": self._system(request.system),
+            "messages": self._history_cached(messages),
             "max_tokens": request.max_output_tokens,
         }
         if request.output_schema is not None:
@@ -140,6 +150,27 @@ class AnthropicProvider:
             schema = anthropic.transform_schema(dict(request.output_schema.schema))
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
         return kwargs
+
+    # Prompt caching: Anthropic reads the prefix tools → system → messages and caches it up to
+    # each `cache_control` breakpoint (at most 4). Three here: the end of the tools, the end of
+    # the system prompt, and the end of the newest message. The next call (a chat's next turn,
+    # an agent's next step) puts its own there, and the API looks back from it for the longest
+    # prefix cached before: the whole previous prompt, read at a tenth of the input price. A
+    # prefix under the model's minimum (1,024 tokens for Sonnet) is simply not cached.
+
+    def _system(self, system: str) -> list[dict[str, Any]]:
+        return [{"type": "text", "text": system, "cache_control": self._cache}]
+
+    def _tools_cached(self, tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if tools:
+            tools[-1] = {**tools[-1], "cache_control": self._cache}
+        return tools
+
+    def _history_cached(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if messages and messages[-1]["content"]:
+            blocks = messages[-1]["content"]
+            blocks[-1] = {**blocks[-1], "cache_control": self._cache}
+        return messages
 
 
 class _StreamState:
@@ -176,12 +207,15 @@ def _finish_reason(stop_reason: str | None) -> FinishReason:
 def _usage(usage: Any) -> Usage:
     cached = usage.cache_read_input_tokens or 0
     written = usage.cache_creation_input_tokens or 0
+    by_ttl = getattr(usage, "cache_creation", None)
+    written_1h = (getattr(by_ttl, "ephemeral_1h_input_tokens", 0) or 0) if by_ttl else 0
     # Anthropic's input_tokens excludes cache reads and writes; ours includes them.
     return Usage(
         input_tokens=usage.input_tokens + cached + written,
         output_tokens=usage.output_tokens,
-        cached_input_tokens=cached,
+        cache_read_tokens=cached,
         cache_write_tokens=written,
+        cache_write_1h_tokens=written_1h,
     )
 
 

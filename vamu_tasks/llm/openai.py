@@ -78,6 +78,8 @@ class OpenAIProvider:
             "max_output_tokens": request.max_output_tokens,
             "store": False,
         }
+        if request.cache_key:
+            kwargs["prompt_cache_key"] = request.cache_key
         try:
             response = self._client.responses.create(**kwargs)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
@@ -129,6 +131,10 @@ class OpenAIProvider:
             "max_output_tokens": request.max_output_tokens,
             "store": False,
         }
+        # OpenAI caches a prefix of 1,024 tokens or more on its own; the key routes requests
+        # that share one to the same cache.
+        if request.cache_key:
+            kwargs["prompt_cache_key"] = request.cache_key
         if request.output_schema is not None:
             kwargs["text"] = {
                 "format": {
@@ -148,7 +154,7 @@ def _usage(usage: Any) -> Usage:
     return Usage(
         input_tokens=usage.input_tokens,
         output_tokens=usage.output_tokens,
-        cached_input_tokens=getattr(details, "cached_tokens", 0) or 0,
+        cache_read_tokens=getattr(details, "cached_tokens", 0) or 0,
         cache_write_tokens=getattr(details, "cache_write_tokens", 0) or 0,
     )
 

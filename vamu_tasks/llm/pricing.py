@@ -17,13 +17,23 @@ class Price:
     """US dollars per million tokens."""
 
     input: Decimal
-    cached_input: Decimal
+    cache_read: Decimal
     output: Decimal
-    cache_write: Decimal | None = None  # None: cache writes cost the plain input price
+    # None: cache writes cost the plain input price (OpenAI bills no cache writes).
+    cache_write: Decimal | None = None
+    # Anthropic's 1-hour writes: twice the input price (5-minute writes are 1.25 times).
+    cache_write_1h: Decimal | None = None
 
 
-def _p(inp: str, cached: str, out: str, write: str | None = None) -> Price:
-    return Price(Decimal(inp), Decimal(cached), Decimal(out), Decimal(write) if write else None)
+def _p(inp: str, read: str, out: str, write: str | None = None) -> Price:
+    write_1h = str(Decimal(inp) * 2) if write else None
+    return Price(
+        Decimal(inp),
+        Decimal(read),
+        Decimal(out),
+        Decimal(write) if write else None,
+        Decimal(write_1h) if write_1h else None,
+    )
 
 
 # Public list prices; update with the vendors' pages. Dated snapshots match by prefix.
@@ -73,11 +83,14 @@ def cost_usd(model: str, usage: Usage) -> Decimal | None:
     if price is None:
         return None
     write_price = price.cache_write if price.cache_write is not None else price.input
-    plain_input = usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+    write_1h_price = price.cache_write_1h if price.cache_write_1h is not None else write_price
+    plain_input = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
+    writes_5m = usage.cache_write_tokens - usage.cache_write_1h_tokens
     total = (
         max(plain_input, 0) * price.input
-        + usage.cached_input_tokens * price.cached_input
-        + usage.cache_write_tokens * write_price
+        + usage.cache_read_tokens * price.cache_read
+        + max(writes_5m, 0) * write_price
+        + usage.cache_write_1h_tokens * write_1h_price
         + usage.output_tokens * price.output
     )
     return (total / PER_MILLION).quantize(Decimal("0.000001"))

@@ -93,6 +93,8 @@ def to_record(row: AiJob) -> JobRecord:
         notify=row.notify if row.notify is not None else True,
         rerun_reason=row.rerun_reason,
         requested_by=row.requested_by,
+        cache_read_tokens=row.cache_read_tokens,
+        cache_write_tokens=row.cache_write_tokens,
     )
 
 
@@ -120,6 +122,8 @@ def _add_spend(row: AiJob, spend: Spend) -> None:
     row.model = spend.model
     row.input_tokens = (row.input_tokens or 0) + spend.usage.input_tokens
     row.output_tokens = (row.output_tokens or 0) + spend.usage.output_tokens
+    row.cache_read_tokens = (row.cache_read_tokens or 0) + spend.usage.cache_read_tokens
+    row.cache_write_tokens = (row.cache_write_tokens or 0) + spend.usage.cache_write_tokens
     if spend.cost_usd is not None:
         row.cost_usd = (row.cost_usd or 0) + spend.cost_usd
 

@@ -70,6 +70,8 @@ def _spend_values(job: JobRecord, spend: Spend) -> dict[str, Any]:
         "model": spend.model,
         "input_tokens": (job.input_tokens or 0) + spend.usage.input_tokens,
         "output_tokens": (job.output_tokens or 0) + spend.usage.output_tokens,
+        "cache_read_tokens": (job.cache_read_tokens or 0) + spend.usage.cache_read_tokens,
+        "cache_write_tokens": (job.cache_write_tokens or 0) + spend.usage.cache_write_tokens,
         "cost_usd": (job.cost_usd or 0) + spend.cost_usd
         if spend.cost_usd is not None
         else job.cost_usd,
@@ -309,16 +311,7 @@ class InMemoryJobStore:
                 return job
             self._leases.pop(job_id, None)
             self._retry_at.pop(job_id, None)
-            if spend.provider is not None:
-                values.update(
-                    provider=spend.provider,
-                    model=spend.model,
-                    input_tokens=(job.input_tokens or 0) + spend.usage.input_tokens,
-                    output_tokens=(job.output_tokens or 0) + spend.usage.output_tokens,
-                    cost_usd=(job.cost_usd or 0) + spend.cost_usd
-                    if spend.cost_usd is not None
-                    else job.cost_usd,
-                )
+            values.update(_spend_values(job, spend))
             job = replace(job, finished_at=_now(), **values)
             self._jobs[job_id] = job
             if self._transports:

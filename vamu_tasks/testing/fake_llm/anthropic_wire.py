@@ -78,8 +78,8 @@ class AnthropicWire(Wire):
             "cache_creation_input_tokens": usage.cache_write,
             "cache_read_input_tokens": usage.cached,
             "cache_creation": {
-                "ephemeral_5m_input_tokens": usage.cache_write,
-                "ephemeral_1h_input_tokens": 0,
+                "ephemeral_5m_input_tokens": usage.cache_write - usage.cache_write_1h,
+                "ephemeral_1h_input_tokens": usage.cache_write_1h,
             },
             "output_tokens": output,
             "service_tier": "standard",

@@ -275,6 +275,8 @@ class Usage:
     cached: int = 0
     cache_write: int = 0
     reasoning: int = 0
+    # The part of `cache_write` written with Anthropic's 1-hour TTL.
+    cache_write_1h: int = 0
 
 
 @dataclass(frozen=True)

@@ -145,6 +145,7 @@ def check_anthropic_messages(body: Mapping[str, Any]) -> None:
     if not isinstance(model, str) or not is_served(ANTHROPIC_MODELS, model):
         raise RequestRefused(404, "not_found_error", f"model: {model}")
     _anthropic_tool_pairs(body["messages"])
+    _anthropic_breakpoints(body)
     for param in ("output_config", "output_format"):
         config = body.get(param)
         fmt = (
@@ -157,6 +158,26 @@ def check_anthropic_messages(body: Mapping[str, Any]) -> None:
             problem = _anthropic_schema_problem(fmt.get("schema"))
             if problem:
                 raise RequestRefused(400, "invalid_request_error", f"{where}: {problem}")
+
+
+def _anthropic_breakpoints(body: Mapping[str, Any]) -> None:
+    """docs.claude.com/en/docs/build-with-claude/prompt-caching: at most 4 blocks (tools, system
+    or message content) may carry `cache_control`."""
+    found = 0
+    tools = body.get("tools")
+    blocks: list[Any] = list(tools) if isinstance(tools, list) else []
+    system = body.get("system")
+    blocks += system if isinstance(system, list) else []
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        blocks += content if isinstance(content, list) else []
+    found = sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)
+    if found > 4:
+        raise RequestRefused(
+            400,
+            "invalid_request_error",
+            f"A maximum of 4 blocks with cache_control may be provided. Found {found}.",
+        )
 
 
 def _anthropic_schema_problem(schema: object) -> str | None:

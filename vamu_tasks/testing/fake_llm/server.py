@@ -14,12 +14,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, cast
 
 from vamu_tasks.testing.fake_llm.anthropic_wire import AnthropicWire
 from vamu_tasks.testing.fake_llm.behaviours import (
+    Answer,
     Behaviour,
     DropStream,
     Error,
@@ -34,6 +36,7 @@ from vamu_tasks.testing.fake_llm.behaviours import (
     behaviour_from_dict,
     default_responder,
 )
+from vamu_tasks.testing.fake_llm.caching import PromptCache
 from vamu_tasks.testing.fake_llm.openai_wire import ChatWire, ResponsesWire
 from vamu_tasks.testing.fake_llm.wire import RequestRefused, Wire, cut
 
@@ -259,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(error.status, body, headers)
 
     def _send_message(self, wire: Wire, behaviour: Spoken) -> None:
-        body = wire.message(answer_for(behaviour, wire.max_output_tokens))
+        body = wire.message(self._owner._answer(wire, behaviour))
         if not isinstance(behaviour, DropStream):
             self._send_json(200, body, wire.headers())
             return
@@ -274,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._drop()
 
     def _send_stream(self, wire: Wire, behaviour: Spoken) -> None:
-        frames = wire.stream(answer_for(behaviour, wire.max_output_tokens))
+        frames = wire.stream(self._owner._answer(wire, behaviour))
         if isinstance(behaviour, DropStream | StreamError | Truncated):
             frames = cut(frames, max(0, behaviour.after_chunks))
         payloads = [frame.payload for frame in frames]
@@ -366,6 +369,7 @@ class FakeLLMServer:
         self._responder = responder
         self._lock = threading.Lock()
         self._script: deque[Behaviour] = deque()
+        self.prompt_cache = PromptCache()
         self._requests: list[RecordedRequest] = []
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -435,6 +439,7 @@ class FakeLLMServer:
             self._script.clear()
             self._requests.clear()
             self._responder = None
+        self.prompt_cache.clear()
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
@@ -455,6 +460,15 @@ class FakeLLMServer:
             if self._script:
                 return self._script.popleft()
         return self._fallback(request)
+
+    def _answer(self, wire: Wire, behaviour: Spoken) -> Answer:
+        """What the model says, with the cache reads and writes the vendor would report."""
+        answer = answer_for(behaviour, wire.max_output_tokens)
+        if wire.api == "anthropic.messages":
+            return replace(answer, usage=self.prompt_cache.anthropic(wire.body, answer.usage))
+        if wire.api == "openai.responses":
+            return replace(answer, usage=self.prompt_cache.openai(wire.body, answer.usage))
+        return answer
 
     def _fallback(self, request: RecordedRequest) -> Behaviour:
         with self._lock:
