@@ -23,6 +23,7 @@ from vamu_tasks.llm.anthropic import AnthropicProvider
 from vamu_tasks.llm.offline import OfflineProvider
 from vamu_tasks.llm.openai import OpenAIProvider
 from vamu_tasks.llm.ratelimit import BudgetedLLM, RedisRateBudget
+from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget, SpendBudgetedLLM
 from vamu_tasks.metrics import InstrumentedLLM
 from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
@@ -67,6 +68,7 @@ class Container:
     redis: redis.Redis | None = None
     leases: LeaseKeeper | None = None
     budget: RedisRateBudget | None = None
+    spend_budget: RedisSpendBudget | None = None
     broker_inventory: BrokerInventory | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -85,6 +87,9 @@ class Container:
                 llm: LLMProvider = build_provider(settings, provider)  # type: ignore[arg-type]
                 if self.budget is not None:
                     llm = BudgetedLLM(llm, self.budget)
+                if self.spend_budget is not None:
+                    # Outside the rate budget: a call over the day's dollars takes no slot.
+                    llm = SpendBudgetedLLM(llm, self.spend_budget)
                 self.providers[key] = InstrumentedLLM(llm)
                 _add_closer(self._closers, self.providers[key])
             return self.providers[key]
@@ -153,6 +158,25 @@ def _add_closer(closers: list[Callable[[], Any]], obj: object) -> None:
         closers.append(close)
 
 
+def _budgets(
+    settings: Settings, limits: Limits, client: redis.Redis | None
+) -> tuple[RedisRateBudget | None, RedisSpendBudget | None]:
+    """The per-minute rate budget and the daily spend budget, each when configured."""
+    if client is None:
+        return None, None
+    rate = None
+    if settings.llm_rpm_limit or settings.llm_tpm_limit:
+        rate = RedisRateBudget(
+            client,
+            requests_per_minute=settings.llm_rpm_limit,
+            tokens_per_minute=settings.llm_tpm_limit,
+        )
+    spend = None
+    if limits.any:
+        spend = RedisSpendBudget(client, limits, prefix=settings.budget_key_prefix)
+    return rate, spend
+
+
 def build_container(settings: Settings) -> Container:
     closers: list[Callable[[], Any]] = []
     db = Database.from_url(settings.effective_database_url, pool_size=settings.database_pool_size)
@@ -189,16 +213,11 @@ def build_container(settings: Settings) -> Container:
         store, lease_s=settings.job_lease_s, renew_every_s=settings.job_lease_s / 3
     )
     closers.append(leases.close)
-    budget = None
-    if settings.llm_rpm_limit or settings.llm_tpm_limit:
-        if redis_client is None:
-            redis_client = redis.Redis.from_url(settings.redis_url)
-            closers.append(redis_client.close)
-        budget = RedisRateBudget(
-            redis_client,
-            requests_per_minute=settings.llm_rpm_limit,
-            tokens_per_minute=settings.llm_tpm_limit,
-        )
+    limits = Limits(settings.budget_user_usd_per_day, settings.budget_provider_usd_per_day)
+    if redis_client is None and (settings.llm_rpm_limit or settings.llm_tpm_limit or limits.any):
+        redis_client = redis.Redis.from_url(settings.redis_url)
+        closers.append(redis_client.close)
+    budget, spend_budget = _budgets(settings, limits, redis_client)
     inventory = None
     if settings.broker_kind == "redis":
         # Only the reaper asks; the client connects on first use.
@@ -224,6 +243,7 @@ def build_container(settings: Settings) -> Container:
         redis_client,
         leases,
         budget,
+        spend_budget,
         inventory,
         closers,
     )

@@ -175,6 +175,8 @@ class LLMRequest:
     output_schema: OutputSchema | None = None
     max_output_tokens: int = 1024
     cache_key: str | None = None
+    # Whose job the call is for: spend budgets are counted per user.
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -401,6 +403,7 @@ class ToolsRequest:
     tools: tuple[ToolSpec, ...]
     max_output_tokens: int = 1024
     cache_key: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)

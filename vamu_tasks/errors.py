@@ -5,6 +5,7 @@
     │   ├── InvalidJob             invalid_job
     │   ├── UserNotFound           user_not_found
     │   ├── QuotaExceeded          quota
+    │   ├── BudgetExceeded         budget_exceeded (our own daily spend budget)
     │   ├── ContextLengthExceeded  context_length
     │   ├── ContentFiltered        content_filter
     │   ├── SchemaInvalid          schema_invalid
@@ -38,6 +39,7 @@ ErrorKind = Literal[
     "upstream_api",
     "rate_limited",
     "quota",
+    "budget_exceeded",
     "context_length",
     "content_filter",
     "schema_invalid",
@@ -90,6 +92,11 @@ class UserNotFound(PermanentError):
 class QuotaExceeded(PermanentError):
     error_kind = "quota"
     default_message = "The provider account is out of quota; top it up or switch provider."
+
+
+class BudgetExceeded(PermanentError):
+    error_kind = "budget_exceeded"
+    default_message = "Today's spend budget is used up; it resets at midnight UTC."
 
 
 class ContextLengthExceeded(PermanentError):

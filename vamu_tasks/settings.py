@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -74,6 +75,11 @@ class Settings(BaseSettings):
     # How long Anthropic keeps a cached prompt prefix: "5m" (writes cost 1.25x the input price)
     # or "1h" (2x), refreshed on each hit. OpenAI's cache needs no setting.
     prompt_cache_ttl: Literal["5m", "1h"] = "5m"
+    # Daily spend budgets in US dollars (UTC days), shared through VAMU_REDIS_URL: each call
+    # first reserves its worst case. Unset: no budget.
+    budget_user_usd_per_day: Decimal | None = Field(default=None, gt=0)
+    budget_provider_usd_per_day: Decimal | None = Field(default=None, gt=0)
+    budget_key_prefix: str = "vamu:spend"
     # Shared by all processes through Redis (VAMU_REDIS_URL); set below the provider's limits.
     llm_rpm_limit: int | None = None
     llm_tpm_limit: int | None = None

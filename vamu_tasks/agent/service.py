@@ -171,6 +171,7 @@ def run_agent(
                 specs,
                 max_output_tokens,
                 cache_key=f"agent:{request.user_id}",
+                user_id=request.user_id,
             )
         )
         meter.record_usage(result.provider, result.model, result.usage)

@@ -116,6 +116,7 @@ def reply_to_message(
             tuple(messages),
             max_output_tokens=max_output_tokens,
             cache_key=f"chat:{request.conversation_id}",
+            user_id=request.user_id,
         )
         checkpoint()
         final = _stream_reply(job, request, llm, llm_request, sink, checkpoint)

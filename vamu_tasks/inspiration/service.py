@@ -44,6 +44,7 @@ def generate_ideas(
         output_schema=OutputSchema("event_ideas", llm_output_schema(request.count)),
         max_output_tokens=max_output_tokens,
         cache_key=f"inspiration:{request.user_id}",
+        user_id=request.user_id,
     )
 
     def exactly_count(result: InspirationResult) -> InspirationResult:
