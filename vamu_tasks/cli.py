@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from vamu_tasks.cli_spend import spend
 from vamu_tasks.dev import DevOptions
 from vamu_tasks.domain import JobFilter, JobRecord
 from vamu_tasks.errors import VamuError
@@ -589,6 +590,9 @@ def demo(keep: bool) -> None:
 
     sys.exit(run_demo(keep=keep))
 
+
+# `vamu-tasks spend` lives in its own module: the LLM bill is a topic of its own.
+main.add_command(spend)
 
 if __name__ == "__main__":
     main()
