@@ -43,6 +43,7 @@ def test_the_error_kinds_are_the_ones_of_the_contract() -> None:
         "upstream_api",
         "rate_limited",
         "quota",
+        "budget_exceeded",
         "context_length",
         "content_filter",
         "schema_invalid",
@@ -68,7 +69,7 @@ def test_every_class_has_a_default_message(cls: type[VamuError]) -> None:
 def test_each_leaf_class_says_something_different() -> None:
     messages = [cls.default_message for cls in LEAVES]
 
-    assert len(set(messages)) == len(messages) == 15
+    assert len(set(messages)) == len(messages) == 16
 
 
 def test_only_transient_errors_are_retryable() -> None:
