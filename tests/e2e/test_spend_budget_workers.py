@@ -14,7 +14,6 @@ from tests.conftest import Stack
 from tests.support.services import REDIS_BROKER_DB, delete_keys, free_port
 from tests.support.worker import WorkerProcess, sender_app, wait_for_job
 from vamu_tasks.domain import LLMRequest, Message, OutputSchema
-from vamu_tasks.inspiration.schemas import llm_output_schema
 from vamu_tasks.llm.spend_budget import worst_case
 from vamu_tasks.sender import CelerySender
 from vamu_tasks.testing.answers import ideas, ideas_asked
