@@ -170,7 +170,9 @@ def run_agent(
                 tuple(run.items),
                 specs,
                 max_output_tokens,
-                cache_key=f"agent:{request.user_id}",
+                # The tools and instructions are the same for every user (and day): one key
+                # for the feature lets every run read them from one cache.
+                cache_key="agent",
                 user_id=request.user_id,
             )
         )

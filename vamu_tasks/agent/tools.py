@@ -103,32 +103,55 @@ TOOLS: dict[str, Tool] = {
     for tool in [
         Tool(
             "search_events",
-            "Search upcoming events by text, place and dates.",
+            "Search upcoming events in the VAMU app by words, place and dates. Use it first "
+            "for any goal about finding something to do. `q` matches titles, categories, "
+            "venues and cities; give `lat`, `lng` and `radiusKm` together to search around a "
+            "place, and `from`/`to` (ISO-8601) for a date range. Returns up to `limit` events "
+            "(id, title, category, startsAt, venue, city, price); an empty list means nothing "
+            "matched, so try fewer or broader words.",
             SearchEventsArgs,
             _search,
         ),
-        Tool("get_event", "Get one event's details by id.", GetEventArgs, _event),
+        Tool(
+            "get_event",
+            "Get one event's full details by its id (as returned by search_events): "
+            "description, venue, start time and price. Use it before recommending or "
+            "proposing an event, to check it fits the user's goal. An unknown id returns an "
+            "error you can tell the user about.",
+            GetEventArgs,
+            _event,
+        ),
         Tool(
             "get_my_context",
-            "Get the user's profile: city, interests, recent events.",
+            "Get the profile of the user you are helping: display name, city, location, "
+            "time zone, locale, interests and the events they went to recently. Use it when "
+            "the goal depends on where they are or what they like. It takes no arguments and "
+            "only ever returns this user's own profile.",
             NoArgs,
             _my_context,
         ),
         Tool(
             "propose_rsvp",
-            "Suggest RSVPing to an event; the user confirms in the app.",
+            "Propose that the user RSVPs to an event. Nothing is booked: the app shows the "
+            "proposal and the user confirms it. Use it only for an event you have checked "
+            "with get_event, and add a short note saying why it fits.",
             ProposeRsvpArgs,
             None,
         ),
         Tool(
             "propose_create_event",
-            "Suggest creating an event; the user confirms in the app.",
+            "Propose creating a new event the user would host, with a title, start time, "
+            "venue and description. Nothing is created: the app shows the proposal and the "
+            "user confirms it. Use it when the goal is to organise something, not to find "
+            "an existing event.",
             ProposeCreateEventArgs,
             None,
         ),
         Tool(
             "propose_message",
-            "Suggest a message to another user; the user confirms it.",
+            "Propose a short message from the user to another VAMU user, for example to "
+            "invite a friend to an event. Nothing is sent: the app shows the draft and the "
+            "user confirms it. Keep it friendly and under 500 characters.",
             ProposeMessageArgs,
             None,
         ),
