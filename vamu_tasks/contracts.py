@@ -85,6 +85,8 @@ class AiJobRow(BaseModel):
     model: str | None
     input_tokens: int | None
     output_tokens: int | None
+    cache_read_tokens: int | None
+    cache_write_tokens: int | None
     cost_usd: Decimal | None = Field(description="numeric(12,6), as a decimal string.")
     created_at: datetime
     started_at: datetime | None

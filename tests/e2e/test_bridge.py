@@ -9,9 +9,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Annotated
 
 import pytest
+import redis
 import sqlalchemy as sa
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -25,6 +27,7 @@ from tests.support.socketio import SocketIOListener
 from tests.support.worker import wait_for_job
 from vamu_tasks.bridge.contract import parse_failed_reason
 from vamu_tasks.domain import LOCALE_PATTERN, NO_NUL_PATTERN
+from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget
 from vamu_tasks.testing.answers import ideas_responder
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +69,10 @@ def bridge_env(stack: Stack) -> dict[str, str]:
         "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": str(QUOTA),
         # Counters of this module's own: other runs in the same hour count the same users.
         "VAMU_QUOTA_KEY_PREFIX": f"vamu:quota:{suffix}",
+        # A daily spend budget the bridge checks before it accepts a job (the workers of the
+        # session's stack do not spend against it).
+        "VAMU_BUDGET_USER_USD_PER_DAY": "0.50",
+        "VAMU_BUDGET_KEY_PREFIX": f"vamu:spend:{suffix}",
         "VAMU_BRIDGE_SYNC_TIMEOUT_S": str(SYNC_TIMEOUT_S),
         # Short locks so a killed bridge's jobs come back within seconds in the tests.
         "VAMU_BRIDGE_LOCK_DURATION_MS": "2000",
@@ -80,7 +87,8 @@ def running_bridge(bridge_env, tmp_path_factory) -> Iterator[BridgeProcess]:
     with BridgeProcess(bridge_env, log_path) as bridge:
         yield bridge
     suffix = bridge_env["VAMU_BULLMQ_QUEUE"].rsplit("-", 1)[1]
-    delete_keys(REDIS_APP_DB, f"bull:*{suffix}*", f"vamu:quota:{suffix}:*")
+    delete_keys(REDIS_APP_DB, f"bull:*{suffix}*", f"vamu:quota:{suffix}:*",
+                f"vamu:spend:{suffix}:*")
 
 
 @pytest.fixture
@@ -194,6 +202,28 @@ def test_a_user_over_the_hourly_quota_is_refused_with_quota_exceeded(b: Bridged)
     assert len(refused) == 2
     assert all(o["failedReason"] == f"quota_exceeded: user '{user}' already started {QUOTA} "
                "jobs this hour" for o in refused)
+
+
+def test_a_user_over_todays_spend_budget_is_refused_before_a_row_or_a_token(b: Bridged):
+    spender, other = f"spender-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
+    # What the workers' calls have settled today: the user's whole $0.50.
+    prefix = b.bridge.env["VAMU_BUDGET_KEY_PREFIX"]
+    client = redis.Redis.from_url(b.stack.app_redis_url)
+    budget = RedisSpendBudget(client, Limits(Decimal("0.50")), prefix=prefix)
+    client.incrby(f"{prefix}:user:{spender}:{budget._day()}:spent", 500_000)
+    client.close()
+
+    refused, accepted = b.produce([
+        {"name": "inspiration.generate", "data": {"userId": spender, "requestId": f"r-{spender}"}},
+        {"name": "inspiration.generate", "data": {"userId": other}},
+    ])
+
+    assert refused["state"] == "failed"
+    reason = parse_failed_reason(refused["failedReason"])
+    assert (reason.kind, reason.job_id) == ("budget_exceeded", None)
+    assert "VAMU_BUDGET_USER_USD_PER_DAY" in reason.message
+    assert accepted["state"] == "completed"
+    assert b.rows_for([f"request:r-{spender}"]) == []
 
 
 def test_the_same_bullmq_job_id_or_request_id_makes_one_job_row(b: Bridged):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, WithJsonSchema
 
 from vamu_tasks.errors import ERROR_KINDS, ErrorKind, PermanentError
 
-BridgeRefusalKind = Literal["invalid_job", "unknown_job", "quota_exceeded"]
+BridgeRefusalKind = Literal["invalid_job", "unknown_job", "quota_exceeded", "budget_exceeded"]
 # The kinds a failedReason can start with: a refusal, the job row's error kind (sync queue;
 # also `internal` when the bridge cannot reach its database, broker or Redis), or the sync
 # queue's hold running out.
@@ -79,6 +79,11 @@ class UnknownJob(Refused):
 class QuotaExceededForUser(Refused):
     error_kind = "quota"
     refusal = "quota_exceeded"
+
+
+class BudgetExceededForUser(Refused):
+    error_kind = "budget_exceeded"
+    refusal = "budget_exceeded"
 
 
 class AcceptedJob(BaseModel):

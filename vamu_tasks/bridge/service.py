@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from vamu_tasks.bridge.contract import (
     AcceptedJob,
+    BudgetExceededForUser,
     InvalidJobData,
     QuotaExceededForUser,
     UnknownJob,
@@ -24,6 +25,12 @@ from vamu_tasks.ports import JobStore
 from vamu_tasks.submit import TaskSender, create_and_send, validate_request
 
 TRACE_KEYS = ("requestId", "traceparent")
+
+
+class SpendCheck(Protocol):
+    def over(self, user_id: str) -> str | None:
+        """Why the user's spend budget for today is used up, or None."""
+        ...
 
 
 class Quota(Protocol):
@@ -60,6 +67,7 @@ def accept_job(
     data: Any,
     queue: str,
     bullmq_job_id: str,
+    budget: SpendCheck | None = None,
 ) -> Accepted:
     """Validate, count against the user's quota, create the row once, send the Celery task.
 
@@ -79,8 +87,13 @@ def accept_job(
         raise InvalidJobData(exc.message) from exc
     user_id = str(request["userId"])
     ref = source_ref(queue, bullmq_job_id, request.get("requestId"))
-    # Only the quota needs to know up front whether this is a redelivery of a job we have.
-    existing = store.find_job("bullmq", ref) if quota.limit > 0 else None
+    # Only the quota and the budget need to know up front whether this is a redelivery of a
+    # job we have: that one was let in before.
+    existing = store.find_job("bullmq", ref) if quota.limit > 0 or budget else None
+    # A user over today's spend budget is refused before any token is spent (and uncounted).
+    over = budget.over(user_id) if budget is not None and existing is None else None
+    if over is not None:
+        raise BudgetExceededForUser(over)
     if existing is None and not quota.take(user_id):
         raise QuotaExceededForUser(f"user {user_id!r} already started {quota.limit} jobs this hour")
     created = False

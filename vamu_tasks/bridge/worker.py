@@ -19,7 +19,8 @@ from bullmq import UnrecoverableError, Worker
 
 from vamu_tasks.bridge.contract import FailedReasonKind, Refused, SyncJobResult, failed_reason
 from vamu_tasks.bridge.quota import RedisHourlyQuota
-from vamu_tasks.bridge.service import Accepted, Quota, accept_job, trace_headers
+from vamu_tasks.bridge.service import Accepted, Quota, SpendCheck, accept_job, trace_headers
+from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget
 from vamu_tasks.metrics import BRIDGE_JOBS
 from vamu_tasks.ports import JobStore
 from vamu_tasks.settings import Settings
@@ -65,6 +66,7 @@ class BridgeDeps:
     sender: TaskSender
     quota: Quota
     closers: list[Any]
+    budget: SpendCheck | None = None
 
     def close(self) -> None:
         for close in self.closers:
@@ -86,7 +88,12 @@ def build_deps(settings: Settings) -> BridgeDeps:
     quota = RedisHourlyQuota(
         quota_redis, limit=settings.quota_jobs_per_user_per_hour, prefix=settings.quota_key_prefix
     )
-    return BridgeDeps(store, CelerySender(app), quota, [store.close, quota_redis.close])
+    limits = Limits(settings.budget_user_usd_per_day, settings.budget_provider_usd_per_day)
+    budget = None
+    if limits.user_usd_per_day is not None:
+        budget = RedisSpendBudget(quota_redis, limits, prefix=settings.budget_key_prefix)
+    closers = [store.close, quota_redis.close]
+    return BridgeDeps(store, CelerySender(app), quota, closers, budget)
 
 
 class Bridge:
@@ -156,6 +163,7 @@ class Bridge:
                         data=data,
                         queue=queue,
                         bullmq_job_id=str(job.id),
+                        budget=self._deps.budget,
                     ),
                 )
             except Refused as refused:

@@ -86,6 +86,8 @@ export interface AiJobFailedEvent {
  */
 export interface AiJobRow {
   attempts: number;
+  cache_read_tokens: number | null;
+  cache_write_tokens: number | null;
   /** numeric(12,6), as a decimal string. */
   cost_usd: string | null;
   /** (format "date-time") */
@@ -121,9 +123,9 @@ export interface AiJobRow {
   user_id: string;
 }
 
-export type BridgeRefusalKind = "invalid_job" | "unknown_job" | "quota_exceeded";
+export type BridgeRefusalKind = "invalid_job" | "unknown_job" | "quota_exceeded" | "budget_exceeded";
 /** Every value of {@link BridgeRefusalKind}, for checks at run time. */
-export const BridgeRefusalKindValues = ["invalid_job","unknown_job","quota_exceeded"] as const satisfies readonly BridgeRefusalKind[];
+export const BridgeRefusalKindValues = ["invalid_job","unknown_job","quota_exceeded","budget_exceeded"] as const satisfies readonly BridgeRefusalKind[];
 
 /** `chat-chunk`: a piece of a chat reply while it is written (best effort). */
 export interface ChatChunkEvent {
@@ -198,13 +200,13 @@ export interface ChatbotReplyData {
   userId: string;
 }
 
-export type ErrorKind = "invalid_job" | "user_not_found" | "upstream_api" | "rate_limited" | "quota" | "context_length" | "content_filter" | "schema_invalid" | "provider_error" | "timeout" | "cancelled" | "internal";
+export type ErrorKind = "invalid_job" | "user_not_found" | "upstream_api" | "rate_limited" | "quota" | "budget_exceeded" | "context_length" | "content_filter" | "schema_invalid" | "provider_error" | "timeout" | "cancelled" | "internal";
 /** Every value of {@link ErrorKind}, for checks at run time. */
-export const ErrorKindValues = ["invalid_job","user_not_found","upstream_api","rate_limited","quota","context_length","content_filter","schema_invalid","provider_error","timeout","cancelled","internal"] as const satisfies readonly ErrorKind[];
+export const ErrorKindValues = ["invalid_job","user_not_found","upstream_api","rate_limited","quota","budget_exceeded","context_length","content_filter","schema_invalid","provider_error","timeout","cancelled","internal"] as const satisfies readonly ErrorKind[];
 
-export type FailedReasonKind = "invalid_job" | "user_not_found" | "upstream_api" | "rate_limited" | "quota" | "context_length" | "content_filter" | "schema_invalid" | "provider_error" | "timeout" | "cancelled" | "internal" | "unknown_job" | "quota_exceeded" | "sync_timeout";
+export type FailedReasonKind = "invalid_job" | "user_not_found" | "upstream_api" | "rate_limited" | "quota" | "budget_exceeded" | "context_length" | "content_filter" | "schema_invalid" | "provider_error" | "timeout" | "cancelled" | "internal" | "unknown_job" | "quota_exceeded" | "sync_timeout";
 /** Every value of {@link FailedReasonKind}, for checks at run time. */
-export const FailedReasonKindValues = ["invalid_job","user_not_found","upstream_api","rate_limited","quota","context_length","content_filter","schema_invalid","provider_error","timeout","cancelled","internal","unknown_job","quota_exceeded","sync_timeout"] as const satisfies readonly FailedReasonKind[];
+export const FailedReasonKindValues = ["invalid_job","user_not_found","upstream_api","rate_limited","quota","budget_exceeded","context_length","content_filter","schema_invalid","provider_error","timeout","cancelled","internal","unknown_job","quota_exceeded","sync_timeout"] as const satisfies readonly FailedReasonKind[];
 
 export type Feature = "inspiration" | "chatbot" | "agent";
 /** Every value of {@link Feature}, for checks at run time. */
