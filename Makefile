@@ -82,10 +82,12 @@ clean:
 bench: install node-deps
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/cost.py
 
 bench-quick: install node-deps
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
 	$(BIN)/python bench/run.py --quick
+	$(BIN)/python bench/cost.py --quick
 
 # Fault-injection suite (docs/reliability.md): real processes, one fault per test, ~6 minutes.
 chaos: install node-deps
