@@ -149,7 +149,9 @@ def stack(
             "VAMU_OUTBOX_STALE_AFTER_S": "1",
             "VAMU_LLM_CONCURRENCY": "8",
             "VAMU_AGENT_MAX_STEPS": "6",
-            "VAMU_AGENT_MAX_TOKENS": "5000",
+            # The agent's prompts cross the vendors' cache minimum (its tools alone are ~1,100
+            # tokens), so the fake counts them as sent: six steps need room.
+            "VAMU_AGENT_MAX_TOKENS": "50000",
             "VAMU_AGENT_MAX_SECONDS": "5",
             "VAMU_METRICS_PORT": str(free_port()),
         }

@@ -152,7 +152,7 @@ def test_a_model_that_never_stops_calling_tools_ends_at_the_step_bound(s: Stack)
 
 def test_a_run_ends_at_the_token_bound(s: Stack):
     s.llm.set_responder(
-        lambda request: ToolCall("search_events", {"q": "jazz"}, input_tokens=3000))
+        lambda request: ToolCall("search_events", {"q": "jazz"}, input_tokens=30_000))
 
     job = wait_for_job(s.store, run_agent(s, "spend tokens"))
 

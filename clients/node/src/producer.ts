@@ -146,9 +146,10 @@ export class VamuAiJobs {
 
   /**
    * Waits until the bridge has accepted an async job and returns its `jobId` (`ai_jobs.id`).
-   * Throws {@link VamuJobError}: `invalid_job`, `unknown_job` or `quota_exceeded` when the
-   * bridge refused it, `wait_timeout` when it did not answer within `timeoutMs` (default
-   * 10 000; the job stays queued). Needs `queueEvents` (of the async queue).
+   * Throws {@link VamuJobError}: `invalid_job`, `unknown_job`, `quota_exceeded` or
+   * `budget_exceeded` when the bridge refused it, `wait_timeout` when it did not answer within
+   * `timeoutMs` (default 35 000; the job stays queued). Needs `queueEvents` (of the async
+   * queue).
    */
   async accepted(job: EnqueuedJob | string, options: { timeoutMs?: number } = {})
     : Promise<AcceptedRequest> {
@@ -208,7 +209,16 @@ export class VamuAiJobs {
   }
 }
 
-async function waitFor<T>(job: Job, events: QueueEvents, timeoutMs = 10_000, requestId?: string)
+// The bridge's own limit (VAMU_BRIDGE_SYNC_TIMEOUT_S, 30 s) plus a margin: by default its
+// sync_timeout, which names the job, arrives before this wait gives up.
+const DEFAULT_TIMEOUT_MS = 35_000;
+
+async function waitFor<T>(
+  job: Job,
+  events: QueueEvents,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+  requestId?: string,
+)
   : Promise<T> {
   try {
     return (await job.waitUntilFinished(events, timeoutMs)) as T;
