@@ -343,6 +343,18 @@ class ChatMessageRecord:
 
 
 @dataclass(frozen=True)
+class ChatRestart:
+    """An attempt that starts a reply over: the client drops what earlier attempts streamed."""
+
+    job_id: uuid.UUID
+    user_id: str
+    conversation_id: str
+    attempt: int
+    request_id: str | None = None
+    rerun_of: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
 class ChatChunk:
     """A coalesced piece of a reply being written, for the user's Socket.IO room."""
 

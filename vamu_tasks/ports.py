@@ -10,6 +10,7 @@ from vamu_tasks.domain import (
     AgentStep,
     ChatChunk,
     ChatMessageRecord,
+    ChatRestart,
     FinishReason,
     JobFilter,
     JobRecord,
@@ -222,16 +223,7 @@ class ChunkSink(Protocol):
         """Best effort: a lost chunk must not fail the job (the full reply is committed)."""
         ...
 
-    def restart(
-        self,
-        job_id: uuid.UUID,
-        user_id: str,
-        conversation_id: str,
-        attempt: int,
-        *,
-        request_id: str | None = None,
-        rerun_of: uuid.UUID | None = None,
-    ) -> None:
+    def restart(self, restart: ChatRestart) -> None:
         """Tell the client to drop what an earlier attempt streamed."""
         ...
 

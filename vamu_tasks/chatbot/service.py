@@ -13,6 +13,7 @@ from vamu_tasks.chatbot.streaming import ChunkCoalescer
 from vamu_tasks.domain import (
     ChatChunk,
     ChatMessageRecord,
+    ChatRestart,
     FeatureResult,
     JobRecord,
     LLMRequest,
@@ -145,12 +146,9 @@ def _stream_reply(
     request_id = request_id_of(job.request)
     if attempt > 1:
         sink.restart(
-            job.id,
-            request.user_id,
-            request.conversation_id,
-            attempt,
-            request_id=request_id,
-            rerun_of=job.rerun_of,
+            ChatRestart(
+                job.id, request.user_id, request.conversation_id, attempt, request_id, job.rerun_of
+            )
         )
 
     def emit(seq: int, delta: str) -> None:

@@ -229,24 +229,25 @@ class SpendBudgetedLLM(ProviderWrapper):
     def _settle(self, reservation: Reservation, model: str, usage: Usage) -> None:
         self._budget.settle(reservation, cost_usd(model, usage) or Decimal(0))
 
-    def complete(self, request: LLMRequest) -> LLMResult:
+    def _call(self, request: LLMRequest | ToolsRequest, fn: Callable[[], Any]) -> Any:
         reservation = self._reserve(request)
         try:
-            result = self._inner.complete(request)
+            result = fn()
         except BaseException:
+            # A failed call is released, not charged: the vendors bill what they answered.
             self._budget.settle(reservation, Decimal(0))
             raise
         self._settle(reservation, result.model, result.usage)
         return result
 
+    def complete(self, request: LLMRequest) -> LLMResult:
+        result: LLMResult = self._call(request, lambda: self._inner.complete(request))
+        return result
+
     def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
-        reservation = self._reserve(request)
-        try:
-            result = self._inner.complete_with_tools(request)
-        except BaseException:
-            self._budget.settle(reservation, Decimal(0))
-            raise
-        self._settle(reservation, result.model, result.usage)
+        result: ToolTurnResult = self._call(
+            request, lambda: self._inner.complete_with_tools(request)
+        )
         return result
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from vamu_tasks.domain import ChatChunk
+from vamu_tasks.domain import ChatChunk, ChatRestart
 from vamu_tasks.events import ChatChunkEvent, ChatRestartEvent
 from vamu_tasks.notify.socketio import SocketIOEmitter
 from vamu_tasks.notify.transports import room_for
@@ -43,24 +43,15 @@ class RedisChunkSink:
         )
         self._send(chunk.job_id, chunk.user_id, "chat-chunk", event.payload())
 
-    def restart(
-        self,
-        job_id: uuid.UUID,
-        user_id: str,
-        conversation_id: str,
-        attempt: int,
-        *,
-        request_id: str | None = None,
-        rerun_of: uuid.UUID | None = None,
-    ) -> None:
+    def restart(self, restart: ChatRestart) -> None:
         event = ChatRestartEvent(
-            jobId=job_id,
-            requestId=request_id,
-            rerunOf=rerun_of,
-            conversationId=conversation_id,
-            attempt=attempt,
+            jobId=restart.job_id,
+            requestId=restart.request_id,
+            rerunOf=restart.rerun_of,
+            conversationId=restart.conversation_id,
+            attempt=restart.attempt,
         )
-        self._send(job_id, user_id, "chat-restart", event.payload())
+        self._send(restart.job_id, restart.user_id, "chat-restart", event.payload())
 
     def _send(self, job_id: uuid.UUID, user_id: str, event: str, payload: dict[str, Any]) -> None:
         # Streaming is best effort: the committed reply and chat-reply-ready are what count.
@@ -81,17 +72,8 @@ class LogChunkSink:
     def chunk(self, chunk: ChatChunk) -> None:
         log.debug("chat-chunk job=%s seq=%d %r", chunk.job_id, chunk.seq, chunk.delta)
 
-    def restart(
-        self,
-        job_id: uuid.UUID,
-        user_id: str,
-        conversation_id: str,
-        attempt: int,
-        *,
-        request_id: str | None = None,
-        rerun_of: uuid.UUID | None = None,
-    ) -> None:
-        log.info("chat-restart job=%s attempt=%d", job_id, attempt)
+    def restart(self, restart: ChatRestart) -> None:
+        log.info("chat-restart job=%s attempt=%d", restart.job_id, restart.attempt)
 
 
 def replay_chunks(

@@ -17,6 +17,7 @@ from vamu_tasks.domain import (
     AssistantTurn,
     ChatChunk,
     ChatMessageRecord,
+    ChatRestart,
     Delivery,
     FinishReason,
     JobFilter,
@@ -560,14 +561,5 @@ class RecordingChunkSink:
     def chunk(self, chunk: ChatChunk) -> None:
         self.events.append(chunk)
 
-    def restart(
-        self,
-        job_id: uuid.UUID,
-        user_id: str,
-        conversation_id: str,
-        attempt: int,
-        *,
-        request_id: str | None = None,
-        rerun_of: uuid.UUID | None = None,
-    ) -> None:
-        self.events.append(("restart", job_id, attempt))
+    def restart(self, restart: ChatRestart) -> None:
+        self.events.append(("restart", restart.job_id, restart.attempt))
