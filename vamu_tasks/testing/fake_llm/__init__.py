@@ -4,11 +4,14 @@ It refuses what the vendors refuse (`rules.py`: schema limits, tool-call pairing
 fields, unknown models) with their own status and error JSON, and sends what they send,
 including the awkward cases (`behaviours.py`). Modules: `behaviours` (what the model does),
 `wire` (what the wires share), `openai_wire` and `anthropic_wire` (the vendors' JSON and SSE),
-`rules` (what they refuse), `server` (HTTP and the control endpoints).
+`rules` (what they refuse), `server` (HTTP and the control endpoints). The batch tiers:
+`openai_batches` (Files and Batch API), `anthropic_batches` (Message Batches), `batches` (what they
+share) and `batch_http` (their routes).
 """
 
 from __future__ import annotations
 
+from vamu_tasks.testing.fake_llm.batches import BatchControlError
 from vamu_tasks.testing.fake_llm.behaviours import (
     Behaviour,
     DropStream,
@@ -30,6 +33,7 @@ from vamu_tasks.testing.fake_llm.behaviours import (
 from vamu_tasks.testing.fake_llm.server import FakeLLMServer, main
 
 __all__ = [
+    "BatchControlError",
     "Behaviour",
     "DropStream",
     "Error",

@@ -177,6 +177,8 @@ class RecordedRequest:
     body: dict[str, Any]
     stream: bool
     received_at: float
+    # The batch that carried the request (OpenAI `batch_…`, Anthropic `msgbatch_…`), if any.
+    batch_id: str | None = None
 
 
 Responder: TypeAlias = Callable[[RecordedRequest], Behaviour]

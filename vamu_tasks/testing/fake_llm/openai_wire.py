@@ -23,8 +23,15 @@ _OPENAI_ALIASES = {
     "api_error": "server_error",
     "rate_limit_error": "rate_limit_exceeded",
 }
-# Codes the API sends with `type: invalid_request_error` (rules.py raises them by code).
-_INVALID_REQUEST_CODES = {"model_not_found", "invalid_json_schema", "invalid_function_parameters"}
+# Codes the API sends with `type: invalid_request_error` (rules.py and the batch APIs raise
+# them by code).
+_INVALID_REQUEST_CODES = {
+    "model_not_found",
+    "invalid_json_schema",
+    "invalid_function_parameters",
+    "invalid_value",
+    "invalid_type",
+}
 _OPENAI_STATUS = {"rate_limit_exceeded": 429, "invalid_request_error": 400, "server_error": 500}
 
 

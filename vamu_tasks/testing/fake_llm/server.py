@@ -13,13 +13,15 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any, cast
 
+from vamu_tasks.testing.fake_llm import batch_http
 from vamu_tasks.testing.fake_llm.anthropic_wire import AnthropicWire
+from vamu_tasks.testing.fake_llm.batches import Answered
 from vamu_tasks.testing.fake_llm.behaviours import (
     Answer,
     Behaviour,
@@ -163,6 +165,10 @@ class _Handler(BaseHTTPRequestHandler):
         if control is not None:
             control(self)
             return
+        batch_route = batch_http.route(self.command, path)
+        if batch_route is not None:
+            self._serve_batches(batch_route)
+            return
         wire = _API_ROUTES.get(path) if self.command == "POST" else None
         if wire is None:
             self._not_found(path)
@@ -225,6 +231,22 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             behaviour = _refusal(wire) or owner._next(request)
         self._answer(wire, request, behaviour)
+
+    def _serve_batches(self, found: batch_http.Route) -> None:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        raw = self._read_body()
+        owner = self._owner
+        reply = owner.batches.serve(found, headers, raw, authorized=owner._authorized(headers))
+        if not isinstance(reply.payload, bytes):
+            self._send_json(reply.status, reply.payload, reply.headers)
+            return
+        self.send_response(reply.status, _reason(reply.status))
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.payload)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(reply.payload)
 
     def _answer(self, wire: Wire, request: RecordedRequest, behaviour: Behaviour) -> None:
         owner = self._owner
@@ -342,12 +364,46 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send_json(200, {"latency": self._owner.latency}, {})
 
+    def _control_batches(self, *, expire: bool) -> None:
+        """`{"id"?, "custom_ids"?, "finalizing"?}`: complete (or expire) batches now."""
+        try:
+            data = self._read_json() or {}
+            if not isinstance(data, dict):
+                raise ValueError("expected a JSON object")
+            batch_id, custom_ids = data.get("id"), data.get("custom_ids")
+            if batch_id is not None and not isinstance(batch_id, str):
+                raise ValueError("id must be a batch id")
+            if custom_ids is not None and not (
+                isinstance(custom_ids, list) and all(isinstance(c, str) for c in custom_ids)
+            ):
+                raise ValueError("custom_ids must be a list of strings")
+            if expire:
+                moved = self._owner.expire_batches(batch_id)
+            else:
+                moved = self._owner.complete_batches(
+                    batch_id,
+                    custom_ids=custom_ids,
+                    finalizing=bool(data.get("finalizing")),
+                )
+        except ValueError as exc:  # BatchControlError too
+            self._send_json(400, {"error": str(exc)}, {})
+            return
+        self._send_json(200, {"batches": moved}, {})
+
+    def _control_complete_batches(self) -> None:
+        self._control_batches(expire=False)
+
+    def _control_expire_batches(self) -> None:
+        self._control_batches(expire=True)
+
 
 _CONTROL_ROUTES: dict[tuple[str, str], Callable[[_Handler], None]] = {
     ("POST", "/_fake/push"): _Handler._control_push,
     ("POST", "/_fake/reset"): _Handler._control_reset,
     ("GET", "/_fake/requests"): _Handler._control_requests,
     ("POST", "/_fake/config"): _Handler._control_config,
+    ("POST", "/_fake/batches/complete"): _Handler._control_complete_batches,
+    ("POST", "/_fake/batches/expire"): _Handler._control_expire_batches,
 }
 
 
@@ -370,6 +426,7 @@ class FakeLLMServer:
         self._lock = threading.Lock()
         self._script: deque[Behaviour] = deque()
         self.prompt_cache = PromptCache()
+        self.batches = batch_http.BatchApis()
         self._requests: list[RecordedRequest] = []
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -440,6 +497,58 @@ class FakeLLMServer:
             self._requests.clear()
             self._responder = None
         self.prompt_cache.clear()
+        self.batches.clear()
+
+    def complete_batches(
+        self,
+        batch_id: str | None = None,
+        *,
+        custom_ids: Collection[str] | None = None,
+        finalizing: bool = False,
+    ) -> list[str]:
+        """Process batches now: every batch in progress, or `batch_id`; returns their ids.
+
+        Each pending request (or only `custom_ids`, which need `batch_id`) is answered as a
+        synchronous request to its endpoint would be: the script, then the responder, after the
+        rules. A batch whose requests are all answered ends (an OpenAI batch passes through
+        `finalizing`, where `finalizing=True` holds it until the next call); a cancelling batch
+        ends cancelled. Raises `BatchControlError` for an unknown batch or one already ended.
+        """
+        return self.batches.complete(
+            self._answer_batched, batch_id, custom_ids, finalizing=finalizing
+        )
+
+    def expire_batches(self, batch_id: str | None = None) -> list[str]:
+        """The 24-hour window of every batch in progress (or `batch_id`) closes now: requests
+        answered so far keep their results, the rest are expired."""
+        return self.batches.expire(batch_id)
+
+    def _answer_batched(self, path: str, body: dict[str, Any], batch_id: str) -> Answered:
+        """One request of a batch, answered as `path` would answer it synchronously."""
+        wire = _API_ROUTES[path](body)
+        request = RecordedRequest(
+            api=wire.api,
+            method="POST",
+            path=path,
+            headers={},
+            body=body,
+            stream=False,
+            received_at=time.monotonic(),
+            batch_id=batch_id,
+        )
+        self._record(request)
+        behaviour = _refusal(wire) or self._next(request)
+        while isinstance(behaviour, Hang):  # nobody waits on a batched request
+            behaviour = behaviour.then or self._fallback(request)
+        if isinstance(behaviour, StreamError):
+            status = wire.error_status(behaviour.error_type)
+            behaviour = Error(status, behaviour.message, error_type=behaviour.error_type)
+        if isinstance(behaviour, Error):
+            error = wire.error_body(
+                behaviour.status, behaviour.message, behaviour.error_type, behaviour.param
+            )
+            return Answered(behaviour.status, error)
+        return Answered(200, wire.message(self._answer(wire, behaviour)))
 
     def _record(self, request: RecordedRequest) -> None:
         with self._lock:
