@@ -66,7 +66,12 @@ def _check_configuration(**_: Any) -> None:
         # SystemExit passes through Celery's signal dispatch, which swallows plain exceptions.
         raise SystemExit(f"vamu-tasks: configuration error: {exc}") from exc
     if settings.metrics_port:
-        _serve_metrics(settings)
+        from vamu_tasks.metrics import MetricsPortUnavailable
+
+        try:
+            _serve_metrics(settings)
+        except MetricsPortUnavailable as exc:
+            raise SystemExit(f"vamu-tasks: {exc}") from exc
 
 
 def _serve_metrics(settings: Any) -> None:

@@ -326,6 +326,11 @@ def jobs_list(
 @click.option("--model", default=None, help="Run on this model instead of the configured one.")
 @click.option("--reason", default="operator rerun", show_default=True)
 @click.option("--force", is_flag=True, help="Also rerun jobs that succeeded or still run.")
+@click.option(
+    "--include-permanent",
+    is_flag=True,
+    help="Also rerun jobs that failed as user_not_found, invalid_job or content_filter.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def rerun(
     job_ids: tuple[uuid.UUID, ...],
@@ -341,6 +346,7 @@ def rerun(
     model: str | None,
     reason: str,
     force: bool,
+    include_permanent: bool,
     yes: bool,
 ) -> None:
     """Rerun jobs by id, or every job matching the filters (e.g. --status failed --since 24h)."""
@@ -357,12 +363,12 @@ def rerun(
         missing = set(job_ids) - {job.id for job in found}
         for job_id in sorted(missing, key=str):
             click.echo(f"no job {job_id}", err=True)
-        plan = plan_rerun(found, force=force)
+        plan = plan_rerun(found, force=force, include_permanent=include_permanent)
         _describe_plan(plan, notify=not no_notify)
         if dry_run or not plan.rerun:
             return
-        if len(plan.rerun) > 1 and not yes:
-            click.confirm(f"Rerun {len(plan.rerun)} jobs?", abort=True)
+        if not yes:
+            click.confirm(f"Rerun {len(plan.rerun)} job(s)?", abort=True)
         from vamu_tasks.app import app
         from vamu_tasks.sender import CelerySender
 
@@ -396,7 +402,7 @@ def _describe_plan(plan: Any, *, notify: bool) -> None:
     for (feature, kind), count in sorted(plan.counts().items()):
         click.echo(f"  {feature:11} {kind:16} {count}")
     for job, why in plan.skipped:
-        click.echo(f"  skip {job.id} ({why}; --force to rerun anyway)")
+        click.echo(f"  skip {job.id} ({why})")
     if notify and plan.users:
         click.echo(
             f"users to notify ({len(plan.users)}): {', '.join(plan.users[:20])}"

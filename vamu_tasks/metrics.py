@@ -154,15 +154,29 @@ class QueueDepthCollector(Collector):
         return []
 
 
+class MetricsPortUnavailable(Exception):
+    """The metrics port cannot be bound: the process must not run on without its metrics."""
+
+
 def serve(port: int, address: str, extra: Iterable[Collector] = ()) -> None:
-    """Serve `/metrics` for this process (aggregating children in multiprocess mode)."""
+    """Serve `/metrics` for this process (aggregating children in multiprocess mode).
+
+    Raises `MetricsPortUnavailable` when the port is taken: a process that started without
+    metrics and without a word would be invisible to every dashboard and alert.
+    """
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     for collector in extra:
         registry.register(collector)
-    start_http_server(port, addr=address, registry=registry)
+    try:
+        start_http_server(port, addr=address, registry=registry)
+    except OSError as exc:
+        raise MetricsPortUnavailable(
+            f"cannot serve metrics on {address}:{port} ({exc.strerror or exc}); give each "
+            "process its own free VAMU_METRICS_PORT, or unset it"
+        ) from exc
     log.info("metrics on http://%s:%d/metrics", address, port)
 
 

@@ -43,15 +43,31 @@ class RerunPlan:
         return sum((j.cost_usd or Decimal(0) for j in self.rerun), Decimal(0))
 
 
-def plan_rerun(jobs: Sequence[JobRecord], *, force: bool = False) -> RerunPlan:
-    """Jobs still queued or running, or that succeeded, are skipped unless `force`."""
+# Failures that a rerun of the same request meets again: the user, the input or the content
+# is the problem, not the moment.
+PERMANENT_KINDS = frozenset({"user_not_found", "invalid_job", "content_filter"})
+
+
+def plan_rerun(
+    jobs: Sequence[JobRecord], *, force: bool = False, include_permanent: bool = False
+) -> RerunPlan:
+    """Jobs still queued or running, or that succeeded, are skipped unless `force`; jobs that
+    failed in a way a rerun fails again (`PERMANENT_KINDS`) unless `include_permanent`."""
     rerun: list[JobRecord] = []
     skipped: list[tuple[JobRecord, str]] = []
     for job in jobs:
         if job.status in ("queued", "running") and not force:
-            skipped.append((job, f"still {job.status}"))
+            skipped.append((job, f"still {job.status}; --force to rerun anyway"))
         elif job.status == "succeeded" and not force:
-            skipped.append((job, "already succeeded"))
+            skipped.append((job, "already succeeded; --force to rerun anyway"))
+        elif job.error_kind in PERMANENT_KINDS and not include_permanent:
+            skipped.append(
+                (
+                    job,
+                    f"failed as {job.error_kind}, which a rerun meets again; "
+                    "--include-permanent to rerun anyway",
+                )
+            )
         else:
             rerun.append(job)
     return RerunPlan(rerun, skipped)

@@ -49,7 +49,12 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     install_log_record_factory()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    asyncio.run(serve(Settings()))
+    from vamu_tasks.metrics import MetricsPortUnavailable
+
+    try:
+        asyncio.run(serve(Settings()))
+    except MetricsPortUnavailable as exc:
+        raise SystemExit(f"vamu-tasks: {exc}") from exc
 
 
 if __name__ == "__main__":

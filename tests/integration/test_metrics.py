@@ -59,3 +59,33 @@ def test_worker_metrics_count_outcomes_tokens_cost_latency_429s_retries_and_fall
                 call="complete") == 2
     assert grew("vamu_notifications_total", transport="webhook", outcome="delivered") >= 4
     assert ("vamu_celery_queue_depth", (("queue", "inspiration"),)) in after
+
+
+@pytest.mark.parametrize("process", ["workers.notify", "workers.llm", "workers.bridge"])
+def test_a_process_whose_metrics_port_is_taken_stops_at_start_with_one_line(
+    stack: Stack, tmp_path, process: str
+):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {**os.environ, **stack.env, "VAMU_METRICS_PORT": str(port),
+           "VAMU_METRICS_ADDRESS": "127.0.0.1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", process], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        taken.close()
+
+    assert done.returncode != 0
+    lines = [line for line in done.stderr.splitlines() if line.startswith("vamu-tasks: ")]
+    assert lines == [
+        f"vamu-tasks: cannot serve metrics on 127.0.0.1:{port} (Address already in use); "
+        "give each process its own free VAMU_METRICS_PORT, or unset it"
+    ], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

@@ -53,7 +53,18 @@ def test_a_rerun_by_id_is_a_new_linked_job_and_the_original_stays_untouched(s: S
     before = s.store.get_job(original_id)
     add_user(s, user)
 
-    result = vamu(s.env, "rerun", str(original_id), "--reason", "user created late")
+    # user_not_found fails the same way unless something changed: the rerun asks for both
+    # --include-permanent and a confirmation, even for one job.
+    plain = vamu(s.env, "rerun", str(original_id), "--yes")
+    assert "0 job(s) to rerun, 1 skipped" in plain.stdout
+    assert "failed as user_not_found, which a rerun meets again; --include-permanent" in \
+        plain.stdout
+    declined = vamu(s.env, "rerun", str(original_id), "--include-permanent", input="n\n")
+    assert declined.returncode == 1 and "Rerun 1 job(s)?" in declined.stdout
+    assert reruns_of(s, original_id) == []
+
+    result = vamu(s.env, "rerun", str(original_id), "--include-permanent",
+                  "--reason", "user created late", input="y\n")
 
     assert result.returncode == 0, result.stderr
     assert "1 job(s) to rerun, 0 skipped" in result.stdout
@@ -71,7 +82,7 @@ def test_a_rerun_by_id_is_a_new_linked_job_and_the_original_stays_untouched(s: S
     assert ready["data"]["requestId"] == f"rerun-{original_id}-1"
     assert ready["data"]["rerunOf"] == str(original_id)
 
-    again = vamu(s.env, "rerun", str(original_id), "--yes", "--no-notify")
+    again = vamu(s.env, "rerun", str(original_id), "--yes", "--no-notify", "--include-permanent")
 
     assert again.returncode == 0, again.stderr
     numbers = sorted(j.request["requestId"] for j in reruns_of(s, original_id))
@@ -83,7 +94,7 @@ def test_a_dry_run_counts_by_feature_and_kind_names_users_and_estimates_tokens(s
     ids = [failed_job(s, user) for user in users]
 
     result = vamu(s.env, "rerun", "--status", "failed", "--error-kind", "user_not_found",
-                  "--since", "10m", "--dry-run")
+                  "--since", "10m", "--dry-run", "--include-permanent")
 
     assert result.returncode == 0, result.stderr
     assert "user_not_found" in result.stdout and "inspiration" in result.stdout
@@ -98,7 +109,8 @@ def test_a_bulk_rerun_asks_first_then_requeues_and_reports_counts(s: Stack):
     ids = [failed_job(s, user) for user in users]
     for user in users:
         add_user(s, user)
-    filters = ["--status", "failed", "--error-kind", "user_not_found", "--since", "1m"]
+    filters = ["--status", "failed", "--error-kind", "user_not_found", "--since", "1m",
+               "--include-permanent"]
 
     declined = vamu(s.env, "rerun", *filters, input="n\n")
     assert declined.returncode == 1 and "Aborted" in declined.stderr
@@ -136,7 +148,7 @@ def test_a_rerun_can_switch_provider_and_model(s: Stack):
     add_user(s, user)
 
     result = vamu(s.env, "rerun", str(original_id), "--provider", "anthropic", "--model",
-                  "claude-haiku-4-5")
+                  "claude-haiku-4-5", "--include-permanent", "--yes")
 
     assert result.returncode == 0, result.stderr
     (rerun,) = reruns_of(s, original_id)
