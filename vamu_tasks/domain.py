@@ -178,6 +178,10 @@ class LLMRequest:
     # Whose job the call is for: spend budgets are counted per user.
     user_id: str | None = None
 
+    def prompt_chars(self) -> int:
+        """How much text the call sends, for the budgets' guesses before it is made."""
+        return len(self.system) + sum(len(m.content) for m in self.messages)
+
 
 @dataclass(frozen=True)
 class Usage:
@@ -416,6 +420,11 @@ class ToolsRequest:
     max_output_tokens: int = 1024
     cache_key: str | None = None
     user_id: str | None = None
+
+    def prompt_chars(self) -> int:
+        """How much text the call sends (tools included), as `LLMRequest.prompt_chars`."""
+        sent = [self.system, *(str(item) for item in self.items), *(str(t) for t in self.tools)]
+        return sum(len(part) for part in sent)
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,11 @@ from vamu_tasks.domain import (
     StreamEvent,
     TextDelta,
     ToolsRequest,
-    ToolTurnResult,
     Usage,
 )
 from vamu_tasks.errors import VamuError
 from vamu_tasks.llm.pricing import cost_usd
-from vamu_tasks.llm.wrapper import ProviderWrapper
+from vamu_tasks.llm.wrapper import CallKind, ProviderWrapper
 
 log = logging.getLogger(__name__)
 
@@ -93,25 +92,17 @@ def record_usage(provider: str, model: str, usage: Usage) -> None:
 class InstrumentedLLM(ProviderWrapper):
     """Wraps an `LLMProvider` to time its calls and count tokens, cost and errors."""
 
-    def _timed(self, call: str, fn: Callable[[], Any]) -> Any:
+    def _call(
+        self, kind: CallKind, request: LLMRequest | ToolsRequest, fn: Callable[[], Any]
+    ) -> Any:
         started = time.perf_counter()
         try:
             result = fn()
         except VamuError as exc:
             LLM_ERRORS.labels(self.name, exc.error_kind).inc()
             raise
-        LLM_SECONDS.labels(self.name, self.model, call).observe(time.perf_counter() - started)
+        LLM_SECONDS.labels(self.name, self.model, kind).observe(time.perf_counter() - started)
         record_usage(result.provider, result.model, result.usage)
-        return result
-
-    def complete(self, request: LLMRequest) -> LLMResult:
-        result: LLMResult = self._timed("complete", lambda: self._inner.complete(request))
-        return result
-
-    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
-        result: ToolTurnResult = self._timed(
-            "tools", lambda: self._inner.complete_with_tools(request)
-        )
         return result
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:

@@ -70,16 +70,8 @@ class OpenAIProvider:
         return self._result(response, response.output_text)
 
     def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
-        kwargs: dict[str, Any] = {
-            "model": self.model,
-            "instructions": request.system,
-            "input": openai_input(request.items),
-            "tools": openai_tools(request.tools),
-            "max_output_tokens": request.max_output_tokens,
-            "store": False,
-        }
-        if request.cache_key:
-            kwargs["prompt_cache_key"] = request.cache_key
+        kwargs = self._common(request, openai_input(request.items))
+        kwargs["tools"] = openai_tools(request.tools)
         try:
             response = self._client.responses.create(**kwargs)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
@@ -123,11 +115,14 @@ class OpenAIProvider:
             finish_reason=_finish_reason(response),
         )
 
-    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+    def _common(
+        self, request: LLMRequest | ToolsRequest, items: list[dict[str, Any]]
+    ) -> dict[str, Any]:
+        """What every call sends: the instructions first, then the input, and the cache key."""
         kwargs: dict[str, Any] = {
             "model": self.model,
             "instructions": request.system,
-            "input": [{"role": m.role, "content": m.content} for m in request.messages],
+            "input": items,
             "max_output_tokens": request.max_output_tokens,
             "store": False,
         }
@@ -135,6 +130,11 @@ class OpenAIProvider:
         # that share one to the same cache.
         if request.cache_key:
             kwargs["prompt_cache_key"] = request.cache_key
+        return kwargs
+
+    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+        items = [{"role": m.role, "content": m.content} for m in request.messages]
+        kwargs = self._common(request, items)
         if request.output_schema is not None:
             kwargs["text"] = {
                 "format": {

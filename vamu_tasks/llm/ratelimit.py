@@ -18,11 +18,10 @@ from vamu_tasks.domain import (
     LLMResult,
     StreamEvent,
     ToolsRequest,
-    ToolTurnResult,
     Usage,
 )
 from vamu_tasks.errors import RateLimited
-from vamu_tasks.llm.wrapper import ProviderWrapper
+from vamu_tasks.llm.wrapper import CallKind, ProviderWrapper
 from vamu_tasks.ports import LLMProvider
 
 
@@ -86,11 +85,7 @@ class RedisRateBudget:
 
 def estimate_tokens(request: LLMRequest | ToolsRequest) -> int:
     """Prompt characters / 4 plus the output allowance: an upper-ish guess before the call."""
-    if isinstance(request, LLMRequest):
-        chars = len(request.system) + sum(len(m.content) for m in request.messages)
-    else:
-        chars = len(request.system) + sum(len(str(item)) for item in request.items)
-    return chars // 4 + request.max_output_tokens
+    return request.prompt_chars() // 4 + request.max_output_tokens
 
 
 class BudgetedLLM(ProviderWrapper):
@@ -100,21 +95,13 @@ class BudgetedLLM(ProviderWrapper):
         super().__init__(inner)
         self._budget = budget
 
-    def _call(self, request: LLMRequest | ToolsRequest, fn: Callable[[], Any]) -> Any:
+    def _call(
+        self, kind: CallKind, request: LLMRequest | ToolsRequest, fn: Callable[[], Any]
+    ) -> Any:
         estimate = estimate_tokens(request)
         self._budget.take(self.name, estimate)
         result = fn()
         self._budget.settle(self.name, estimate, result.usage)
-        return result
-
-    def complete(self, request: LLMRequest) -> LLMResult:
-        result: LLMResult = self._call(request, lambda: self._inner.complete(request))
-        return result
-
-    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
-        result: ToolTurnResult = self._call(
-            request, lambda: self._inner.complete_with_tools(request)
-        )
         return result
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:

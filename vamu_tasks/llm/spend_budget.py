@@ -29,12 +29,11 @@ from vamu_tasks.domain import (
     LLMResult,
     StreamEvent,
     ToolsRequest,
-    ToolTurnResult,
     Usage,
 )
 from vamu_tasks.errors import BudgetExceeded, RateLimited
 from vamu_tasks.llm.pricing import cost_usd
-from vamu_tasks.llm.wrapper import ProviderWrapper
+from vamu_tasks.llm.wrapper import CallKind, ProviderWrapper
 from vamu_tasks.ports import LLMProvider
 
 MICRO = Decimal(1_000_000)
@@ -206,12 +205,7 @@ def _over_message(scope: str, limit: Decimal) -> str:
 def worst_case(model: str, request: LLMRequest | ToolsRequest) -> Decimal:
     """The most the call can cost: every prompt character a third of a token, plus the whole
     output allowance, all at the full input and output prices."""
-    if isinstance(request, LLMRequest):
-        chars = len(request.system) + sum(len(m.content) for m in request.messages)
-    else:
-        chars = len(request.system) + sum(len(str(item)) for item in request.items)
-        chars += sum(len(str(tool)) for tool in request.tools)
-    usage = Usage(chars // CHARS_PER_TOKEN_WORST + 1, request.max_output_tokens)
+    usage = Usage(request.prompt_chars() // CHARS_PER_TOKEN_WORST + 1, request.max_output_tokens)
     return cost_usd(model, usage) or Decimal(0)
 
 
@@ -229,7 +223,9 @@ class SpendBudgetedLLM(ProviderWrapper):
     def _settle(self, reservation: Reservation, model: str, usage: Usage) -> None:
         self._budget.settle(reservation, cost_usd(model, usage) or Decimal(0))
 
-    def _call(self, request: LLMRequest | ToolsRequest, fn: Callable[[], Any]) -> Any:
+    def _call(
+        self, kind: CallKind, request: LLMRequest | ToolsRequest, fn: Callable[[], Any]
+    ) -> Any:
         reservation = self._reserve(request)
         try:
             result = fn()
@@ -238,16 +234,6 @@ class SpendBudgetedLLM(ProviderWrapper):
             self._budget.settle(reservation, Decimal(0))
             raise
         self._settle(reservation, result.model, result.usage)
-        return result
-
-    def complete(self, request: LLMRequest) -> LLMResult:
-        result: LLMResult = self._call(request, lambda: self._inner.complete(request))
-        return result
-
-    def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
-        result: ToolTurnResult = self._call(
-            request, lambda: self._inner.complete_with_tools(request)
-        )
         return result
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
