@@ -23,6 +23,7 @@ app = Celery(
         "vamu_tasks.chatbot.tasks",
         "vamu_tasks.agent.tasks",
         "vamu_tasks.notify.tasks",
+        "vamu_tasks.batches.tasks",
     ],
 )
 # A module name, so the settings are read on first use, not when this module is imported.

@@ -14,14 +14,17 @@ from typing import Any
 
 import redis
 
+from vamu_tasks.batches.policy import BATCH_PROVIDERS
 from vamu_tasks.broker_inventory import RedisBrokerInventory
 from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.context.static import StaticEventsClient, StaticUserContextClient
 from vamu_tasks.errors import InternalError
 from vamu_tasks.leases import LeaseKeeper
 from vamu_tasks.llm.anthropic import AnthropicProvider
+from vamu_tasks.llm.anthropic_batch import AnthropicBatches
 from vamu_tasks.llm.offline import OfflineProvider
 from vamu_tasks.llm.openai import OpenAIProvider
+from vamu_tasks.llm.openai_batch import OpenAIBatches
 from vamu_tasks.llm.ratelimit import BudgetedLLM, RedisRateBudget
 from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget, SpendBudgetedLLM
 from vamu_tasks.metrics import InstrumentedLLM
@@ -29,6 +32,7 @@ from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
 from vamu_tasks.ports import (
     AgentStepStore,
+    BatchLLM,
     BrokerInventory,
     ChatStore,
     ChunkSink,
@@ -39,6 +43,7 @@ from vamu_tasks.ports import (
 )
 from vamu_tasks.settings import ProviderName, Settings
 from vamu_tasks.store.agent import SqlAlchemyAgentStore
+from vamu_tasks.store.batches import SqlAlchemyBatchStore
 from vamu_tasks.store.chat import SqlAlchemyChatStore
 from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
 
@@ -70,6 +75,8 @@ class Container:
     budget: RedisRateBudget | None = None
     spend_budget: RedisSpendBudget | None = None
     broker_inventory: BrokerInventory | None = None
+    batches: SqlAlchemyBatchStore | None = None
+    _batch_api: BatchLLM | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,6 +100,20 @@ class Container:
                 self.providers[key] = InstrumentedLLM(llm)
                 _add_closer(self._closers, self.providers[key])
             return self.providers[key]
+
+    def batch_api(self) -> BatchLLM | None:
+        """The primary provider's batch API; None for the offline provider, which has none."""
+        if self.primary_provider not in BATCH_PROVIDERS:
+            return None
+        with self._lock:
+            if self._batch_api is None:
+                provider = build_provider(self.settings, self.primary_provider)
+                _add_closer(self._closers, provider)
+                if isinstance(provider, OpenAIProvider):
+                    self._batch_api = OpenAIBatches(provider)
+                elif isinstance(provider, AnthropicProvider):
+                    self._batch_api = AnthropicBatches(provider)
+            return self._batch_api
 
     def close(self) -> None:
         for close in reversed(self._closers):
@@ -245,6 +266,8 @@ def build_container(settings: Settings) -> Container:
         budget,
         spend_budget,
         inventory,
+        SqlAlchemyBatchStore(db, transports=settings.notify),
+        None,
         closers,
     )
 

@@ -7,7 +7,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from vamu_tasks import embedded_broker, redis_transport
-from vamu_tasks.features import FEATURES, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
+from vamu_tasks.features import BATCH_TASK, FEATURES, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
 from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
 
@@ -88,7 +88,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_queues": queues(settings),
         "task_routes": {spec.task_name: {"queue": spec.queue} for spec in FEATURES.values()}
-        | {"vamu.notify.*": {"queue": NOTIFY_QUEUE}, REAP_TASK: {"queue": NOTIFY_QUEUE}},
+        | {"vamu.notify.*": {"queue": NOTIFY_QUEUE}, REAP_TASK: {"queue": NOTIFY_QUEUE}}
+        | {BATCH_TASK: {"queue": NOTIFY_QUEUE}},
         "task_default_queue": NOTIFY_QUEUE,
         "task_create_missing_queues": False,
         "worker_log_format": LOG_FORMAT,
@@ -105,6 +106,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "task": REAP_TASK,
                 "schedule": settings.reaper_interval_s,
                 "options": {"queue": NOTIFY_QUEUE, "expires": settings.reaper_interval_s},
+            },
+            "batch-tier": {
+                "task": BATCH_TASK,
+                "schedule": settings.batch_poll_interval_s,
+                "options": {"queue": NOTIFY_QUEUE, "expires": settings.batch_poll_interval_s},
             },
         },
     }

@@ -98,6 +98,8 @@ class AiJobRow(BaseModel):
     lease_owner: str | None
     lease_until: datetime | None
     retry_at: datetime | None
+    deliver_by: datetime | None
+    batch_id: uuid.UUID | None
 
 
 def contract_types() -> Iterator[tuple[str, JsonSchemaMode, Any]]:

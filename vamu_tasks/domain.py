@@ -20,7 +20,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 Feature = Literal["inspiration", "chatbot", "agent"]
-JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+# `batched`: waiting for, or in, a vendor batch (the batch tier, `deliverBy`); it leaves that
+# state for `succeeded` or `failed` when the batch's result is committed, or for `queued` when
+# it goes down the synchronous path.
+JobStatus = Literal["queued", "batched", "running", "succeeded", "failed", "cancelled"]
 JobSource = Literal["bullmq", "cli", "api"]
 # Why an answer ended: complete, or cut at the output token limit (the vendors' `end_turn` /
 # `completed` and `max_tokens` / `incomplete: max_output_tokens`).
@@ -64,11 +67,20 @@ LOCALE_PATTERN = (
     r"(?:-[Xx](?:-[A-Za-z0-9]{1,8})+)?$"
 )
 
+# An RFC 3339 date-time with its offset (the ISO 8601 profile JSON Schema's `date-time` means):
+# "2026-12-03T08:00:00Z", "2026-12-03T09:00:00.5+01:00". A pattern, not only `format`, because
+# JSON Schema validators treat `format` as a note unless told otherwise.
+DATE_TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
+    r"(?:Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
 # What `invalid_job` says when a value does not match one of the patterns above (pydantic would
 # quote the regex itself).
 PATTERN_PROBLEMS: Mapping[str, str] = {
     NO_NUL_PATTERN: "must not contain the NUL character (U+0000)",
     LOCALE_PATTERN: "expected a BCP 47 language tag, such as en-GB, pt-BR or zh-Hant-TW",
+    DATE_TIME_PATTERN: "expected a date-time with an offset, such as 2026-12-03T08:00:00Z",
 }
 
 # Every text field of a job request: stored on the job row (jsonb), so no NUL.
@@ -249,6 +261,8 @@ class NewJob:
     notify: bool = True
     rerun_reason: str | None = None
     requested_by: str | None = None
+    # Set: the job waits for the batch tier (status `batched`) instead of being sent now.
+    deliver_by: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +296,9 @@ class JobRecord:
     # rows written before they were counted, migration 0008).
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
+    # The batch tier: when the app wants the result by, and the vendor batch it was sent in.
+    deliver_by: datetime | None = None
+    batch_id: uuid.UUID | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -447,3 +464,30 @@ class AgentStep:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One call in a vendor batch; `custom_id` is the job id, which the result comes back with."""
+
+    custom_id: str
+    request: LLMRequest
+
+
+@dataclass(frozen=True)
+class BatchState:
+    """A vendor batch as last polled: the vendor's own status word, and whether it has ended
+    (completed, expired, cancelled or failed: nothing more will be answered)."""
+
+    vendor_status: str
+    ended: bool
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """One request's outcome in an ended batch: a result, or an error as our exception tree has
+    it (`error`), or neither when the request never ran (the batch expired or was cancelled)."""
+
+    custom_id: str
+    result: LLMResult | None = None
+    error: Exception | None = None

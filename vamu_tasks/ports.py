@@ -8,6 +8,9 @@ from typing import Any, Protocol
 
 from vamu_tasks.domain import (
     AgentStep,
+    BatchAnswer,
+    BatchRequest,
+    BatchState,
     ChatChunk,
     ChatMessageRecord,
     ChatRestart,
@@ -249,3 +252,26 @@ class AgentStepStore(Protocol):
         """Commit the step once (a second add of the same number changes nothing); return the
         ids of its notifications still to deliver."""
         ...
+
+
+class BatchLLM(Protocol):
+    """A vendor's batch API: half the price, answers within 24 hours (OpenAI's Batch API,
+    Anthropic's Message Batches). Every failure of a call comes out as a `VamuError`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    def submit(self, requests: Sequence[BatchRequest]) -> str:
+        """Send the requests as one batch; the vendor's batch id."""
+        ...
+
+    def state(self, batch_id: str) -> BatchState: ...
+
+    def answers(self, batch_id: str) -> Iterator[BatchAnswer]:
+        """The outcome of each request of an ended batch (requests missing never ran)."""
+        ...
+
+    def cancel(self, batch_id: str) -> None: ...

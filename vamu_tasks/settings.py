@@ -119,6 +119,14 @@ class Settings(BaseSettings):
     # the reason, but no longer sent).
     outbox_give_up_after_s: float = 86_400.0
 
+    # The batch tier (jobs with `deliverBy`): a batch is sent when it holds this many jobs or
+    # its oldest has waited this long; sent batches are polled this often; a job whose
+    # `deliverBy` is this near runs synchronously instead (its batch result is then discarded).
+    batch_max_jobs: int = Field(default=1000, ge=1, le=50_000)
+    batch_max_wait_s: float = 300.0
+    batch_poll_interval_s: float = 60.0
+    batch_sync_margin_s: float = 900.0
+
     flower_user: str = "admin"
     flower_password: SecretStr | None = None
     flower_address: str = "127.0.0.1"

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from vamu_tasks.batches.policy import BatchPolicy
 from vamu_tasks.domain import Feature, JobRecord, JobSource, NewJob
 from vamu_tasks.errors import InvalidJob
 from vamu_tasks.features import FEATURES, FeatureSpec
@@ -50,6 +51,7 @@ def submit_job(
     source_ref: str | None = None,
     rerun_of: uuid.UUID | None = None,
     headers: Mapping[str, str] | None = None,
+    batch: BatchPolicy | None = None,
 ) -> tuple[JobRecord, str | None]:
     """Validate, create the job (once per source_ref) and send its task; the row and task id."""
     request = validate_request(feature, data)
@@ -62,6 +64,7 @@ def submit_job(
         source_ref=source_ref,
         rerun_of=rerun_of,
         headers=headers,
+        batch=batch,
     )
     return job, task_id
 
@@ -76,11 +79,14 @@ def create_and_send(
     source_ref: str | None = None,
     rerun_of: uuid.UUID | None = None,
     headers: Mapping[str, str] | None = None,
+    batch: BatchPolicy | None = None,
 ) -> tuple[JobRecord, str | None, bool]:
     """Create the row for a validated request and send its task; also say if the row is new.
 
     A job that already exists and is still queued is sent again: the first sender may have died
-    between the insert and the send, and running a queued job twice is harmless.
+    between the insert and the send, and running a queued job twice is harmless. With `batch`,
+    a job that can wait (`deliverBy`) is created `batched` and no task is sent: the batch
+    collector takes it from there.
     """
     job, created = store.create_job(
         NewJob(
@@ -90,8 +96,11 @@ def create_and_send(
             source=source,
             source_ref=source_ref,
             rerun_of=rerun_of,
+            deliver_by=batch.deliver_by(feature, request) if batch else None,
         )
     )
+    if job.status == "batched":
+        return job, None, created
     if not created and job.status != "queued":
         return job, None, False
     return job, sender.send(FEATURES[job.feature], job.id, headers), created

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from tests.support.services import temporary_database
+from vamu_tasks.domain import NewJob
 from vamu_tasks.store.chat import SqlAlchemyChatStore
 from vamu_tasks.store.migrate import upgrade
 from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
@@ -149,3 +151,37 @@ def test_a_reply_stored_after_the_upgrade_keeps_its_finish_reason(url: str):
 
     assert stored is not None
     assert (stored.content, stored.finish_reason, stored.seq) == ("Friday: the jazz", "length", 3)
+
+
+def test_upgrading_from_0008_keeps_job_rows_unbatched_and_then_takes_batched_jobs(url: str):
+    upgrade(url, "0008")
+    write_0006_rows(url)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(
+            sql("UPDATE ai_jobs SET cache_read_tokens = 100, cost_usd = 0.0012 WHERE id = :id"),
+            {"id": JOB},
+        )
+    engine.dispose()
+
+    upgrade(url)
+
+    db = Database.from_url(url)
+    store = SqlAlchemyJobStore(db, transports=[])
+    old = store.get_job(JOB)
+    new, _ = store.create_job(
+        NewJob(
+            feature="inspiration",
+            user_id="u-ada",
+            request={"userId": "u-ada", "deliverBy": "2026-12-03T08:00:00Z"},
+            source="cli",
+            deliver_by=datetime(2026, 12, 3, 8, tzinfo=UTC),
+        )
+    )
+    db.close()
+    assert old is not None
+    assert (old.status, old.cache_read_tokens, str(old.cost_usd)) == ("succeeded", 100, "0.001200")
+    assert old.result == {"reply": "Hello!", "messageId": str(REPLY)}
+    assert (old.deliver_by, old.batch_id) == (None, None)
+    # The new status is allowed by the upgraded check constraint.
+    assert (new.status, new.deliver_by) == ("batched", datetime(2026, 12, 3, 8, tzinfo=UTC))

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from vamu_tasks.batches.policy import BatchPolicy
 from vamu_tasks.bridge.contract import (
     AcceptedJob,
     BudgetExceededForUser,
@@ -68,6 +69,7 @@ def accept_job(
     queue: str,
     bullmq_job_id: str,
     budget: SpendCheck | None = None,
+    batch: BatchPolicy | None = None,
 ) -> Accepted:
     """Validate, count against the user's quota, create the row once, send the Celery task.
 
@@ -106,6 +108,7 @@ def accept_job(
             source="bullmq",
             source_ref=ref,
             headers=trace_headers(request) | {"vamu_job_ref": ref},
+            batch=batch,
         )
     finally:
         # Counted only for a row this call created; a concurrent twin may have won the insert.

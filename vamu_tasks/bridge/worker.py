@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 import redis
 from bullmq import UnrecoverableError, Worker
 
+from vamu_tasks.batches.policy import BatchPolicy, batch_policy
 from vamu_tasks.bridge.contract import FailedReasonKind, Refused, SyncJobResult, failed_reason
 from vamu_tasks.bridge.quota import RedisHourlyQuota
 from vamu_tasks.bridge.service import Accepted, Quota, SpendCheck, accept_job, trace_headers
@@ -67,6 +68,7 @@ class BridgeDeps:
     quota: Quota
     closers: list[Any]
     budget: SpendCheck | None = None
+    batch: BatchPolicy | None = None
 
     def close(self) -> None:
         for close in self.closers:
@@ -93,7 +95,7 @@ def build_deps(settings: Settings) -> BridgeDeps:
     if limits.user_usd_per_day is not None:
         budget = RedisSpendBudget(quota_redis, limits, prefix=settings.budget_key_prefix)
     closers = [store.close, quota_redis.close]
-    return BridgeDeps(store, CelerySender(app), quota, closers, budget)
+    return BridgeDeps(store, CelerySender(app), quota, closers, budget, batch_policy(settings))
 
 
 class Bridge:
@@ -151,6 +153,8 @@ class Bridge:
         data = job.data
         queue = str(job.queue.name)
         fields = trace_headers(data) if isinstance(data, dict) else {}
+        # A job on the sync queue has a caller waiting for it: never batched.
+        batch = None if queue == self._settings.bullmq_sync_queue else self._deps.batch
         with trace_context({**fields, "bullmqJob": f"{queue}/{job.id}"}):
             try:
                 accepted = await loop.run_in_executor(
@@ -164,6 +168,7 @@ class Bridge:
                         queue=queue,
                         bullmq_job_id=str(job.id),
                         budget=self._deps.budget,
+                        batch=batch,
                     ),
                 )
             except Refused as refused:

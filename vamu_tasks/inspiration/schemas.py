@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from datetime import datetime
 
-from vamu_tasks.domain import LOCALE_PATTERN, JobRequest, JobText
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from vamu_tasks.domain import DATE_TIME_PATTERN, LOCALE_PATTERN, JobRequest, JobText
 
 
 class InspirationRequest(JobRequest):
@@ -17,6 +19,27 @@ class InspirationRequest(JobRequest):
     hint: JobText | None = Field(default=None, max_length=500)
     request_id: JobText | None = Field(default=None, max_length=255)
     traceparent: JobText | None = Field(default=None, max_length=128)
+    deliver_by: str | None = Field(
+        default=None,
+        pattern=DATE_TIME_PATTERN,
+        json_schema_extra={"format": "date-time"},
+        description=(
+            "The job can wait until this time (RFC 3339 with an offset, e.g. "
+            "2026-12-03T08:00:00Z): it runs in the vendor's half-price batch tier, and "
+            "synchronously if its batch has not ended when the time nears. Absent: now."
+        ),
+    )
+
+    @field_validator("deliver_by")
+    @classmethod
+    def _deliver_by_is_a_date(cls, value: str | None) -> str | None:
+        # The pattern cannot know the calendar: 2026-02-30 matches it.
+        if value is not None:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError as exc:
+                raise ValueError(f"not a date-time: {exc}") from None
+        return value
 
 
 class Idea(BaseModel):

@@ -71,11 +71,20 @@ class AnthropicProvider:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def client(self) -> anthropic.Anthropic:
+        """The SDK client, for the Message Batches adapter (`llm/anthropic_batch.py`)."""
+        return self._client
+
     def complete(self, request: LLMRequest) -> LLMResult:
         try:
-            message = self._client.messages.create(**self._kwargs(request))
+            message = self._client.messages.create(**self.request_body(request))
         except (anthropic.AnthropicError, httpx2.TransportError) as exc:
             raise map_anthropic_error(exc) from exc
+        return self.read_result(message)
+
+    def read_result(self, message: Any) -> LLMResult:
+        """A Messages API answer as our result (a refusal raises `ContentFiltered`)."""
         if message.stop_reason == "refusal":
             raise ContentFiltered("Anthropic refused to answer under its usage policy.")
         text = "".join(block.text for block in message.content if block.type == "text")
@@ -112,7 +121,7 @@ class AnthropicProvider:
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
         state = _StreamState()
         try:
-            with self._client.messages.create(**self._kwargs(request), stream=True) as events:
+            with self._client.messages.create(**self.request_body(request), stream=True) as events:
                 for event in events:
                     delta = state.take(event)
                     if delta:
@@ -132,7 +141,8 @@ class AnthropicProvider:
             finish_reason=_finish_reason(state.stop_reason),
         )
 
-    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+    def request_body(self, request: LLMRequest) -> dict[str, Any]:
+        """The Messages API parameters of a call (also a Message Batch request's `params`)."""
         messages = [
             {"role": m.role, "content": [{"type": "text", "text": m.content}]}
             for m in request.messages
@@ -228,9 +238,17 @@ def map_anthropic_error(exc: Exception) -> VamuError:
     if not isinstance(exc, anthropic.APIStatusError):
         return ProviderUnavailable(f"Anthropic call failed ({type(exc).__name__}).")
     error_type, message = _error_body(exc)
-    status = exc.status_code
+    return map_anthropic_status(
+        exc.status_code, error_type, message, retry_after_seconds(exc.response.headers)
+    )
+
+
+def map_anthropic_status(
+    status: int, error_type: str | None, message: str, retry_after: float | None = None
+) -> VamuError:
+    """An Anthropic error by its HTTP status and `error.type` (a Message Batch result that
+    `errored` has the type only: pass status 200, as for a mid-stream error)."""
     detail = f"Anthropic {status} {error_type or ''}: {message}".strip()
-    retry_after = retry_after_seconds(exc.response.headers)
     # An empty balance arrives as a 400 invalid_request_error; only its message says so.
     if error_type in _QUOTA_TYPES or "credit balance" in message.lower():
         return QuotaExceeded(detail)

@@ -61,12 +61,21 @@ class OpenAIProvider:
     def close(self) -> None:
         self._client.close()
 
+    @property
+    def client(self) -> openai.OpenAI:
+        """The SDK client, for the Batch API adapter (`llm/openai_batch.py`)."""
+        return self._client
+
     def complete(self, request: LLMRequest) -> LLMResult:
-        kwargs = self._kwargs(request)
+        kwargs = self.request_body(request)
         try:
             response = self._client.responses.create(**kwargs)
         except (openai.OpenAIError, httpx2.TransportError) as exc:
             raise map_openai_error(exc) from exc
+        return self.read_result(response)
+
+    def read_result(self, response: Any) -> LLMResult:
+        """A Responses API answer as our result (a refusal or filter raises `ContentFiltered`)."""
         return self._result(response, response.output_text)
 
     def complete_with_tools(self, request: ToolsRequest) -> ToolTurnResult:
@@ -86,7 +95,7 @@ class OpenAIProvider:
         )
 
     def stream(self, request: LLMRequest) -> Iterator[StreamEvent]:
-        kwargs = self._kwargs(request)
+        kwargs = self.request_body(request)
         final: Any = None
         parts: list[str] = []
         try:
@@ -132,7 +141,8 @@ class OpenAIProvider:
             kwargs["prompt_cache_key"] = request.cache_key
         return kwargs
 
-    def _kwargs(self, request: LLMRequest) -> dict[str, Any]:
+    def request_body(self, request: LLMRequest) -> dict[str, Any]:
+        """The Responses API body of a call (also a Batch API line's `body`)."""
         items = [{"role": m.role, "content": m.content} for m in request.messages]
         kwargs = self._common(request, items)
         if request.output_schema is not None:
@@ -191,19 +201,29 @@ def map_openai_error(exc: Exception) -> VamuError:
         # An `error` event inside a 200 stream: its code says what it was.
         code = getattr(exc, "code", None) or getattr(exc, "type", None)
         return _map_stream_error(code, str(exc))
-    code = _error_code(exc)
-    status = exc.status_code
-    detail = f"OpenAI {status} {code or ''}: {_error_message(exc)}".strip()
+    return map_openai_status(
+        exc.status_code,
+        _error_code(exc),
+        _error_message(exc),
+        retry_after_seconds(exc.response.headers),
+    )
+
+
+def map_openai_status(
+    status: int, code: str | None, message: str, retry_after: float | None = None
+) -> VamuError:
+    """An OpenAI error by its HTTP status and `error.code` (also a Batch API output line's)."""
+    detail = f"OpenAI {status} {code or ''}: {message}".strip()
     if status == 429:
         if code == "insufficient_quota":
             return QuotaExceeded(detail)
-        return RateLimited(detail, retry_after=retry_after_seconds(exc.response.headers))
+        return RateLimited(detail, retry_after=retry_after)
     if code == "context_length_exceeded":
         return ContextLengthExceeded(detail)
     if code in {"content_filter", "content_policy_violation"}:
         return ContentFiltered(detail)
     if status in (408, 409) or status >= 500:
-        return ProviderUnavailable(detail, retry_after=retry_after_seconds(exc.response.headers))
+        return ProviderUnavailable(detail, retry_after=retry_after)
     return ProviderRejected(detail)
 
 

@@ -77,8 +77,13 @@ def price_for(model: str) -> Price | None:
     return PRICES[max(candidates, key=len)] if candidates else None
 
 
-def cost_usd(model: str, usage: Usage) -> Decimal | None:
-    """What the call cost, or None for a model missing from the table."""
+# Both vendors' batch tiers (OpenAI's Batch API, Anthropic's Message Batches) bill every token
+# at half the synchronous price, cache reads and writes included.
+BATCH_DISCOUNT = Decimal("0.5")
+
+
+def cost_usd(model: str, usage: Usage, *, batch: bool = False) -> Decimal | None:
+    """What the call cost, or None for a model missing from the table; `batch` at batch prices."""
     price = price_for(model)
     if price is None:
         return None
@@ -93,4 +98,6 @@ def cost_usd(model: str, usage: Usage) -> Decimal | None:
         + usage.cache_write_1h_tokens * write_1h_price
         + usage.output_tokens * price.output
     )
+    if batch:
+        total *= BATCH_DISCOUNT
     return (total / PER_MILLION).quantize(Decimal("0.000001"))

@@ -19,11 +19,11 @@ class SpendMeter:
     def record(self, result: LLMResult) -> None:
         self.record_usage(result.provider, result.model, result.usage)
 
-    def record_usage(self, provider: str, model: str, usage: Usage) -> None:
+    def record_usage(self, provider: str, model: str, usage: Usage, *, batch: bool = False) -> None:
         self.calls += 1
         self._provider, self._model = provider, model
         self._usage = self._usage + usage
-        cost = cost_usd(model, usage)
+        cost = cost_usd(model, usage, batch=batch)
         if cost is not None:
             self._cost = (self._cost or Decimal(0)) + cost
 

@@ -170,6 +170,12 @@ class RedisSpendBudget:
                 pipe.incrby(spent, micro(actual))
         pipe.execute()
 
+    def charge(self, user_id: str | None, provider: str, actual: Decimal) -> None:
+        """Count a cost already incurred without a reservation before it (a batch result)."""
+        day = self._day()
+        keys = tuple(self._scope_keys(scope, day) for scope, _ in self._scopes(user_id, provider))
+        self.settle(Reservation(uuid.uuid4().hex, keys), actual)
+
     def over(self, user_id: str) -> str | None:
         """Why the user's day is spent (spend plus live reservations at the limit), or None."""
         limit = self.limits.user_usd_per_day

@@ -38,7 +38,7 @@ def complete_structured(
     checkpoint()
     result = llm.complete(request)
     meter.record(result)
-    problem = _problem(result, model_type, check)
+    problem = parse_answer(result, model_type, check)
     if isinstance(problem, BaseModel):
         return problem
     repair = replace(
@@ -52,7 +52,7 @@ def complete_structured(
     checkpoint()
     result = llm.complete(repair)
     meter.record(result)
-    second = _problem(result, model_type, check)
+    second = parse_answer(result, model_type, check)
     if isinstance(second, BaseModel):
         return second
     raise SchemaInvalid(
@@ -66,8 +66,13 @@ CUT_OFF = (
 )
 
 
-def _problem(result: LLMResult, model_type: type[T], check: Callable[[T], T] | None) -> T | str:
-    # An answer the token limit cut is never taken, even if what was written happens to parse.
+def parse_answer(
+    result: LLMResult, model_type: type[T], check: Callable[[T], T] | None = None
+) -> T | str:
+    """The answer as `model_type`, or what is wrong with it (for the repair prompt).
+
+    An answer the token limit cut is never taken, even if what was written happens to parse.
+    """
     if result.finish_reason == "length":
         return CUT_OFF
     return _parse_problem(result.text, model_type, check)

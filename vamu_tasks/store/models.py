@@ -73,6 +73,52 @@ class AiJob(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The batch tier: the latest time the app wants the result (`deliverBy`), and the vendor
+    # batch the job was last sent in (kept after the job leaves it, for its late result).
+    deliver_by: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("llm_batches.id", name="fk_ai_jobs_batch"), nullable=True
+    )
+
+
+class LlmBatch(Base):
+    """One vendor batch: an OpenAI Batch or an Anthropic Message Batch of waiting jobs.
+
+    `submitting` (claimed, being sent) → `submitted` (the vendor has it; polled) → `ended`
+    (results settled) or `abandoned` (never reached the vendor, or its submit failed).
+    """
+
+    __tablename__ = "llm_batches"
+    __table_args__ = (Index("ix_llm_batches_status_poll", "status", "next_poll_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    vendor_batch_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    vendor_status: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    request_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When the batch may next be polled; also the lease of the beat polling it now.
+    next_poll_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LlmBatchItem(Base):
+    """A job sent in a batch; `settled_at` once its result was committed or discarded."""
+
+    __tablename__ = "llm_batch_items"
+    __table_args__ = (Index("ix_llm_batch_items_job", "job_id"),)
+
+    batch_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("llm_batches.id"), primary_key=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("ai_jobs.id"), primary_key=True)
+    # committed, failed, discarded, to_sync or unfinished.
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    settled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class NotificationOutbox(Base):

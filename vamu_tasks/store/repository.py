@@ -95,6 +95,8 @@ def to_record(row: AiJob) -> JobRecord:
         requested_by=row.requested_by,
         cache_read_tokens=row.cache_read_tokens,
         cache_write_tokens=row.cache_write_tokens,
+        deliver_by=as_utc(row.deliver_by),
+        batch_id=row.batch_id,
     )
 
 
@@ -114,7 +116,7 @@ def outbox_row(note: Notification, transports: Sequence[str]) -> NotificationOut
     )
 
 
-def _add_spend(row: AiJob, spend: Spend) -> None:
+def add_spend(row: AiJob, spend: Spend) -> None:
     """Tokens and cost add up over every attempt; provider and model are the latest call's."""
     if spend.provider is None:
         return
@@ -126,6 +128,28 @@ def _add_spend(row: AiJob, spend: Spend) -> None:
     row.cache_write_tokens = (row.cache_write_tokens or 0) + spend.usage.cache_write_tokens
     if spend.cost_usd is not None:
         row.cost_usd = (row.cost_usd or 0) + spend.cost_usd
+
+
+def finish_row(
+    session: Session,
+    row: AiJob,
+    values: Mapping[str, Any],
+    spend: Spend,
+    notifications: Sequence[Notification],
+    transports: Sequence[str],
+) -> None:
+    """End a locked, open job row: its outcome, spend and outbox rows, in the caller's
+    transaction (the batch tier's commit uses it too)."""
+    for key, value in values.items():
+        setattr(row, key, value)
+    row.lease_owner = None
+    row.lease_until = None
+    row.retry_at = None
+    add_spend(row, spend)
+    row.finished_at = utcnow()
+    if transports:
+        for note in notifications:
+            session.add(outbox_row(note, transports))
 
 
 class _RowDelivery:
@@ -226,8 +250,9 @@ class SqlAlchemyJobStore:
             id=job.id,
             feature=job.feature,
             user_id=job.user_id,
-            status="queued",
+            status="batched" if job.deliver_by else "queued",
             request=dict(job.request),
+            deliver_by=job.deliver_by,
             source=job.source,
             source_ref=job.source_ref,
             attempts=0,
@@ -375,7 +400,7 @@ class SqlAlchemyJobStore:
             row.error_kind = error_kind
             row.error_message = error_message[:MAX_ERROR_MESSAGE]
             if spend is not None:
-                _add_spend(row, spend)
+                add_spend(row, spend)
 
     def succeed(
         self,
@@ -460,16 +485,7 @@ class SqlAlchemyJobStore:
                 raise LookupError(f"No ai_jobs row {job_id}")
             if row.status in TERMINAL_STATUSES:
                 return to_record(row)
-            for key, value in values.items():
-                setattr(row, key, value)
-            row.lease_owner = None
-            row.lease_until = None
-            row.retry_at = None
-            _add_spend(row, spend)
-            row.finished_at = utcnow()
-            if self._transports:
-                for note in notifications:
-                    session.add(outbox_row(note, self._transports))
+            finish_row(session, row, values, spend, notifications, self._transports)
             return to_record(row)
 
     # --- outbox ---------------------------------------------------------------------------

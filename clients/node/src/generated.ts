@@ -86,12 +86,16 @@ export interface AiJobFailedEvent {
  */
 export interface AiJobRow {
   attempts: number;
+  /** (format "uuid") */
+  batch_id: string | null;
   cache_read_tokens: number | null;
   cache_write_tokens: number | null;
   /** numeric(12,6), as a decimal string. */
   cost_usd: string | null;
   /** (format "date-time") */
   created_at: string;
+  /** (format "date-time") */
+  deliver_by: string | null;
   error_kind: ErrorKind | null;
   error_message: string | null;
   feature: Feature;
@@ -229,6 +233,11 @@ export interface Idea {
 export interface InspirationGenerateData {
   /** (minimum 1; maximum 10; default 3) */
   count?: number;
+  /**
+   * The job can wait until this time (RFC 3339 with an offset, e.g. 2026-12-03T08:00:00Z): it runs in the vendor's half-price batch tier, and synchronously if its batch has not ended when the time nears. Absent: now.
+   * (format "date-time")
+   */
+  deliverBy?: string | null;
   /** (maxLength 500) */
   hint?: string | null;
   /** (maxLength 35) */
@@ -262,9 +271,9 @@ export interface InspirationResult {
   ideas: Idea[];
 }
 
-export type JobStatus = "queued" | "running" | "succeeded" | "failed" | "cancelled";
+export type JobStatus = "queued" | "batched" | "running" | "succeeded" | "failed" | "cancelled";
 /** Every value of {@link JobStatus}, for checks at run time. */
-export const JobStatusValues = ["queued","running","succeeded","failed","cancelled"] as const satisfies readonly JobStatus[];
+export const JobStatusValues = ["queued","batched","running","succeeded","failed","cancelled"] as const satisfies readonly JobStatus[];
 
 export type Proposal = ProposeRsvpProposal | ProposeCreateEventProposal | ProposeMessageProposal;
 

@@ -152,6 +152,11 @@ class AnthropicBatches:
                     self._end(batch, None)
             return [batch.id for batch in batches]
 
+    def custom_ids(self) -> dict[str, list[str]]:
+        """Each batch's requests, by custom_id in request order (for tests: what was sent)."""
+        with self._lock:
+            return {b.id: [r.custom_id for r in b.requests] for b in self._batches.values()}
+
     def expire(self, batch_id: str | None = None) -> list[str]:
         """24 hours pass: the batch ends and its unprocessed requests are `expired`."""
         with self._lock:

@@ -77,6 +77,10 @@ class BatchApis:
         self.openai.clear()
         self.anthropic.clear()
 
+    def custom_ids(self) -> dict[str, list[str]]:
+        """Every batch either vendor holds, with its requests' custom_ids (for tests)."""
+        return self.openai.custom_ids() | self.anthropic.custom_ids()
+
     def serve(
         self, found: Route, headers: dict[str, str], raw: bytes, *, authorized: bool
     ) -> Reply:

@@ -243,6 +243,11 @@ class OpenAIBatches:
                     self._progress(batch, answer, custom_ids, finalizing=finalizing)
             return [batch.id for batch in batches]
 
+    def custom_ids(self) -> dict[str, list[str]]:
+        """Each batch's requests, by custom_id in file order (for tests: what was sent)."""
+        with self._lock:
+            return {b.id: [line.custom_id for line in b.lines] for b in self._batches.values()}
+
     def expire(self, batch_id: str | None = None) -> list[str]:
         """The 24-hour window closes: answered requests keep their lines, the rest expire."""
         with self._lock:

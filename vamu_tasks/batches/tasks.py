@@ -1,0 +1,77 @@
+"""The Celery entry point of the batch tier: one pass of `service.tick`, run by the beat."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from celery import Task, shared_task
+
+from vamu_tasks.batches.service import BatchConfig, BatchDeps, tick
+from vamu_tasks.bootstrap import Container, get_container
+from vamu_tasks.features import BATCH_TASK
+from vamu_tasks.sender import CelerySender
+from vamu_tasks.task_runner import INLINE_TRANSPORTS, deliver_inline, dispatch_notifications
+
+log = logging.getLogger(__name__)
+
+
+def batch_deps(container: Container, task: Task[Any, Any]) -> BatchDeps | None:
+    """What a pass needs, from the process's container; None without a batch-capable provider."""
+    api = container.batch_api()
+    if api is None or container.batches is None:
+        return None
+    s = container.settings
+
+    def notify(event_ids: list[uuid.UUID]) -> None:
+        if s.notify_inline and INLINE_TRANSPORTS & container.transports.keys():
+            event_ids = deliver_inline(container, event_ids)
+        dispatch_notifications(task.app, event_ids)
+
+    spend = container.spend_budget
+    return BatchDeps(
+        batches=container.batches,
+        jobs=container.store,
+        api=api,
+        context=container.context,
+        sender=CelerySender(task.app),
+        notify=notify,
+        config=BatchConfig(
+            max_jobs=s.batch_max_jobs,
+            max_wait_s=s.batch_max_wait_s,
+            poll_interval_s=s.batch_poll_interval_s,
+            sync_margin_s=s.batch_sync_margin_s,
+            max_output_tokens=s.llm_max_output_tokens,
+            hold_s=s.stale_queued_s,
+        ),
+        over_budget=spend.over if spend is not None else lambda _user: None,
+        charge=spend.charge if spend is not None else lambda _u, _p, _c: None,
+    )
+
+
+@shared_task(bind=True, name=BATCH_TASK)
+def batch_tick(self: Task[Any, Any]) -> dict[str, int]:
+    """Collect waiting jobs into vendor batches, poll the batches out, settle the ended ones."""
+    container = get_container()
+    deps = batch_deps(container, self)
+    if deps is None:
+        return {}
+    report = tick(deps)
+    if report:
+        log.info(
+            "batch tier: %d batch(es) sent, %d committed, %d failed, %d to run now, "
+            "%d late result(s) discarded",
+            len(report.submitted),
+            report.committed,
+            report.failed,
+            report.to_sync,
+            report.discarded,
+        )
+    return {
+        "submitted": len(report.submitted),
+        "committed": report.committed,
+        "failed": report.failed,
+        "to_sync": report.to_sync,
+        "discarded": report.discarded,
+    }
