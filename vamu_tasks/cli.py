@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from vamu_tasks.cli_batch import BATCH_HELP, DELIVER_BY_HELP, batch_deadline, batch_policy_or_exit
 from vamu_tasks.cli_spend import spend
 from vamu_tasks.dev import DevOptions
 from vamu_tasks.domain import JobFilter, JobRecord
@@ -48,6 +49,8 @@ def job_as_dict(job: JobRecord) -> dict[str, Any]:
         "startedAt": job.started_at.isoformat() if job.started_at else None,
         "finishedAt": job.finished_at.isoformat() if job.finished_at else None,
         "rerunOf": str(job.rerun_of) if job.rerun_of else None,
+        "deliverBy": job.deliver_by.isoformat() if job.deliver_by else None,
+        "batchId": str(job.batch_id) if job.batch_id else None,
         "request": dict(job.request),
         "result": dict(job.result) if job.result is not None else None,
     }
@@ -110,6 +113,8 @@ def enqueue() -> None:
 @click.option("--count", type=int, default=None, help="Ideas to generate (1-10, default 3).")
 @click.option("--hint", default=None, help="Free text to steer the ideas (up to 500 chars).")
 @click.option("--locale", default=None)
+@click.option("--batch", is_flag=True, help=BATCH_HELP)
+@click.option("--deliver-by", default=None, help=DELIVER_BY_HELP)
 @click.option("--wait", is_flag=True, help="Follow the job to its end and print the result.")
 @click.option("--timeout", type=float, default=300.0, show_default=True)
 def enqueue_inspiration(
@@ -117,12 +122,23 @@ def enqueue_inspiration(
     count: int | None,
     hint: str | None,
     locale: str | None,
+    batch: bool,
+    deliver_by: str | None,
     wait: bool,
     timeout: float,
 ) -> None:
     """Ask for event ideas for a user."""
     data: dict[str, Any] = {"userId": user_id, "count": count, "hint": hint, "locale": locale}
-    _enqueue("inspiration", {k: v for k, v in data.items() if v is not None}, wait, timeout)
+    when = batch_deadline(batch, deliver_by)
+    if when is not None:
+        data["deliverBy"] = when.isoformat().replace("+00:00", "Z")
+    _enqueue(
+        "inspiration",
+        {k: v for k, v in data.items() if v is not None},
+        wait,
+        timeout,
+        batch=when is not None,
+    )
 
 
 @enqueue.command("chatbot")
@@ -186,19 +202,28 @@ def _enqueue(
     wait: bool,
     timeout: float,
     follow: Any = None,
+    *,
+    batch: bool = False,
 ) -> None:
     from vamu_tasks.app import app
     from vamu_tasks.sender import CelerySender
     from vamu_tasks.submit import submit_job
 
     settings = Settings()
+    policy = batch_policy_or_exit(settings) if batch else None
     store = _store(settings)
     try:
         try:
-            job, task_id = submit_job(store, CelerySender(app), feature, data, source="cli")
+            job, task_id = submit_job(
+                store, CelerySender(app), feature, data, source="cli", batch=policy
+            )
         except VamuError as exc:
             raise click.ClickException(f"{exc.error_kind}: {exc.message}") from exc
-        click.echo(json.dumps({"jobId": str(job.id), "celeryTaskId": task_id}))
+        accepted: dict[str, Any] = {"jobId": str(job.id), "celeryTaskId": task_id}
+        if batch:
+            # `batched`, or `queued` when deliverBy is too near to wait for a batch.
+            accepted["status"] = job.status
+        click.echo(json.dumps(accepted))
         if not wait:
             return
         deadline = time.monotonic() + timeout
@@ -254,7 +279,8 @@ def parse_when(value: str | None) -> datetime | None:
 def job_filters(func: Any) -> Any:
     options = [
         click.option(
-            "--status", type=click.Choice(["queued", "running", "succeeded", "failed", "cancelled"])
+            "--status",
+            type=click.Choice(["queued", "batched", "running", "succeeded", "failed", "cancelled"]),
         ),
         click.option("--feature", type=click.Choice(["inspiration", "chatbot", "agent"])),
         click.option("--error-kind", default=None),
@@ -331,6 +357,8 @@ def jobs_list(
     is_flag=True,
     help="Also rerun jobs that failed as user_not_found, invalid_job or content_filter.",
 )
+@click.option("--batch", is_flag=True, help=BATCH_HELP + " Inspiration jobs only.")
+@click.option("--deliver-by", default=None, help=DELIVER_BY_HELP)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def rerun(
     job_ids: tuple[uuid.UUID, ...],
@@ -347,6 +375,8 @@ def rerun(
     reason: str,
     force: bool,
     include_permanent: bool,
+    batch: bool,
+    deliver_by: str | None,
     yes: bool,
 ) -> None:
     """Rerun jobs by id, or every job matching the filters (e.g. --status failed --since 24h)."""
@@ -354,7 +384,14 @@ def rerun(
 
     if not job_ids and status is None and feature is None and error_kind is None:
         raise click.UsageError("Give job ids, or filters such as --status failed.")
+    when = batch_deadline(batch, deliver_by)
+    if when is not None and (provider or model):
+        raise click.UsageError(
+            "--batch runs on the configured provider and model; drop --provider and --model."
+        )
     settings = Settings()
+    if when is not None:
+        batch_policy_or_exit(settings)
     store = _store(settings)
     try:
         found = store.list_jobs(
@@ -378,6 +415,7 @@ def rerun(
             notify=not no_notify,
             provider=provider,
             model=model,
+            deliver_by=when,
         )
         sender = CelerySender(app)
         requeued = 0
@@ -420,7 +458,10 @@ def _describe_plan(plan: Any, *, notify: bool) -> None:
 @click.argument("job_id", type=click.UUID)
 @click.option("--reason", default="cancelled by an operator", show_default=True)
 def cancel(job_id: uuid.UUID, reason: str) -> None:
-    """Stop a queued or running job; the row ends `cancelled` and the app is told."""
+    """Stop a queued, batched or running job; the row ends `cancelled` and the app is told.
+
+    A batched job's vendor batch runs on (no vendor takes one request out of a batch): its
+    result is discarded when it comes, and its cost recorded on the row."""
     from vamu_tasks.app import app
     from vamu_tasks.jobs import cancel_job
     from vamu_tasks.task_runner import dispatch_notifications

@@ -6,8 +6,10 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 
+from vamu_tasks.batches.policy import BATCHABLE
 from vamu_tasks.bridge.contract import request_ref
 from vamu_tasks.domain import JobRecord, NewJob
 from vamu_tasks.features import FEATURES
@@ -56,7 +58,7 @@ def plan_rerun(
     rerun: list[JobRecord] = []
     skipped: list[tuple[JobRecord, str]] = []
     for job in jobs:
-        if job.status in ("queued", "running") and not force:
+        if job.status in ("queued", "batched", "running") and not force:
             skipped.append((job, f"still {job.status}; --force to rerun anyway"))
         elif job.status == "succeeded" and not force:
             skipped.append((job, "already succeeded; --force to rerun anyway"))
@@ -80,6 +82,8 @@ class RerunOptions:
     notify: bool = True
     provider: str | None = None
     model: str | None = None
+    # The batch tier: the reruns may wait until then, at half price (inspiration only).
+    deliver_by: datetime | None = None
 
 
 @dataclass
@@ -102,6 +106,11 @@ def rerun_job(
     Every call is a new rerun, numbered after the original's earlier ones: its requestId's
     source_ref is unique, so the first free number wins even against a concurrent rerun.
     """
+    # The original's deliverBy has passed or was met: a rerun waits only if told to.
+    base = {k: v for k, v in original.request.items() if k != "deliverBy"}
+    deliver_by = options.deliver_by if original.feature in BATCHABLE else None
+    if deliver_by is not None:
+        base["deliverBy"] = deliver_by.astimezone(UTC).isoformat().replace("+00:00", "Z")
     n = 1
     while True:
         request_id = rerun_request_id(original.id, n)
@@ -109,18 +118,21 @@ def rerun_job(
             NewJob(
                 feature=original.feature,
                 user_id=original.user_id,
-                request={**original.request, "requestId": request_id},
+                request={**base, "requestId": request_id},
                 source="cli",
                 source_ref=request_ref(request_id),
                 rerun_of=original.id,
                 notify=options.notify,
                 rerun_reason=options.reason,
                 requested_by=options.requested_by,
+                deliver_by=deliver_by,
             )
         )
         if created:
             break
         n += 1
+    if job.status == "batched":
+        return job  # the batch collector sends it
     # Its own requestId in the task's headers, so its log lines say which rerun they are about.
     headers = {"requestId": request_id}
     spec = FEATURES[job.feature]

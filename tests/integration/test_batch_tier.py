@@ -7,24 +7,28 @@ and the notifications it commits go through the stack's real Celery worker, to t
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
 
 from tests.conftest import API_TOKEN, LLM_KEY, Stack
-from tests.support.worker import wait_for_job
+from tests.support.cli import vamu as run_cli
+from tests.support.services import free_port
+from tests.support.worker import WorkerProcess, wait_for_job
 from vamu_tasks.batches.policy import BatchPolicy
 from vamu_tasks.batches.service import BatchConfig, BatchDeps, TickReport, tick
 from vamu_tasks.context.http import HttpNestApiClient
-from vamu_tasks.domain import JobRecord, Usage
+from vamu_tasks.domain import JobFilter, JobRecord, Usage
 from vamu_tasks.jobs import cancel_job
 from vamu_tasks.llm.anthropic import AnthropicProvider
 from vamu_tasks.llm.anthropic_batch import AnthropicBatches
@@ -315,3 +319,102 @@ def test_a_job_for_a_user_the_api_does_not_know_fails_before_it_is_batched(tier:
     assert report.failed == 1 and report.submitted == []
     job = tier.job(job_id)
     assert (job.status, job.error_kind) == ("failed", "user_not_found")
+
+
+def test_the_cli_enqueues_a_batched_job_and_rerun_batch_sends_the_rerun_to_the_tier(tier: Tier):
+    env = {**tier.s.env}
+    enqueued = run_cli(env, "enqueue", "inspiration", "--user-id", "u-ada", "--deliver-by", "6h")
+    assert enqueued.returncode == 0, enqueued.stderr
+    accepted = json.loads(enqueued.stdout)
+    job_id = uuid.UUID(accepted["jobId"])
+    assert (accepted["celeryTaskId"], accepted["status"]) == (None, "batched")
+    job = tier.job(job_id)
+    assert job.deliver_by is not None
+    assert timedelta(hours=5, minutes=59) < job.deliver_by - datetime.now(UTC) <= timedelta(hours=6)
+    # An operator reruns it in the tier once it ended.
+    tier.tick()
+    tier.s.llm.complete_batches()
+    tier.tick()
+    assert tier.job(job_id).status == "succeeded"
+
+    rerun = run_cli(env, "rerun", str(job_id), "--force", "--batch", "--yes")
+
+    assert rerun.returncode == 0, rerun.stderr
+    (again,) = [j for j in tier.s.store.list_jobs(JobFilter(limit=20)) if j.rerun_of == job_id]
+    assert again.status == "batched" and again.request["deliverBy"] != job.request["deliverBy"]
+    refused = run_cli(env, "rerun", str(job_id), "--force", "--batch", "--model", "gpt-5", "--yes")
+    assert refused.returncode == 2 and "drop --provider and --model" in refused.stderr
+
+
+def test_the_cli_refuses_batch_on_the_offline_provider_and_creates_no_job(tier: Tier):
+    before = len(tier.s.store.list_jobs(JobFilter(limit=1000)))
+    result = run_cli(
+        {**tier.s.env, "VAMU_LLM_PROVIDER": "offline", "VAMU_LLM_FALLBACK": ""},
+        "enqueue",
+        "inspiration",
+        "--user-id",
+        "u-ada",
+        "--batch",
+    )
+    assert result.returncode == 1
+    assert "set VAMU_LLM_PROVIDER to openai or anthropic" in result.stderr
+    assert len(tier.s.store.list_jobs(JobFilter(limit=1000))) == before
+
+
+def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_job_once(
+    tier: Tier, tmp_path: Path
+):
+    # A notify worker whose beat runs the tier every half second, on its own broker keys.
+    env = {
+        **tier.s.env,
+        "VAMU_LLM_PROVIDER": tier.vendor,
+        "VAMU_LLM_FALLBACK": "",
+        "VAMU_BROKER_KEY_PREFIX": f"batch-{uuid.uuid4().hex[:8]}:",
+        "VAMU_METRICS_PORT": str(free_port()),
+        "VAMU_BATCH_MAX_WAIT_S": "0",
+        "VAMU_BATCH_POLL_INTERVAL_S": "0.5",
+    }
+
+    def notify_worker(name: str) -> WorkerProcess:
+        extra = ("--beat", "--schedule", str(tmp_path / f"beat-{name}"))
+        return WorkerProcess(
+            env, queues="notify", log_path=tmp_path / f"{name}.log", name=name, extra=extra
+        )
+
+    ids = [tier.submit(user) for user in ("u-ada", "u-bruno", "u-chioma", "u-ada")]
+    first = notify_worker("first").start()
+    try:
+        wait_until(
+            lambda: (
+                {tier.job(i).batch_id for i in ids} != {None}
+                and len(tier.s.llm.batches.custom_ids()) >= 1
+            ),
+            "the batch was sent",
+        )
+        wait_until(lambda: all(tier.job(i).batch_id for i in ids), "every job was sent")
+        assert first.process is not None
+        first.process.kill()  # SIGKILL: no shutdown, the batch is out
+        first.process.wait(10)
+    finally:
+        first.stop()
+    assert {tier.job(i).status for i in ids} == {"batched"}
+
+    tier.s.llm.complete_batches()
+    with notify_worker("second"):
+        for job_id in ids:
+            assert wait_for_job(tier.s.store, job_id).status == "succeeded"
+            tier.s.webhook.wait_for(lambda d, j=job_id: d["data"].get("jobId") == str(j))
+        time.sleep(1.5)  # three more passes: a second commit or send would show now
+
+    assert [tier.events(i) for i in ids] == [["inspiration-ready"]] * len(ids)
+    assert sum(len(lines) for lines in tier.s.llm.batches.custom_ids().values()) == len(ids)
+    assert {tier.job(i).cost_usd for i in ids} == {half_of_sync_cost(tier.vendor)}
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s: {what}")

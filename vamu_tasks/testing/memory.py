@@ -105,7 +105,7 @@ class InMemoryJobStore:
                 id=job.id,
                 feature=job.feature,
                 user_id=job.user_id,
-                status="queued",
+                status="batched" if job.deliver_by else "queued",
                 request=copy.deepcopy(dict(job.request)),
                 result=None,
                 error_kind=None,
@@ -125,6 +125,7 @@ class InMemoryJobStore:
                 notify=job.notify,
                 rerun_reason=job.rerun_reason,
                 requested_by=job.requested_by,
+                deliver_by=job.deliver_by,
             )
             self._jobs[job.id] = record
             if job.source_ref is not None:
