@@ -16,7 +16,10 @@ figures are added up from the rows:
 - dollars per 1,000 jobs uncached (the same tokens, all at the full input price);
 - input cost as run / input cost uncached (the goal: at most 40 % for chat and agent);
 - the share of calls whose prompt reaches the vendor's cache minimum, and the hit rate (cache
-  reads / input tokens).
+  reads / input tokens);
+- the batch row: as many "Inspire me" jobs again, through the batch tier (`cost_batch.py`),
+  against the synchronous inspiration cost (the goal: at most 50 %), every job committed and
+  notified once.
 
 The fake's answers are the same on both runs; only the vendor differs. Token counts are the
 fake's (about four characters a token), so the dollars are an estimate at list prices; the
@@ -63,6 +66,9 @@ from vamu_tasks.testing.fake_llm.caching import (
     tokens,
 )
 from vamu_tasks.testing.memory import InMemoryChatStore, InMemoryJobStore, RecordingChunkSink
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cost_batch import run_batch_tier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODELS = {"openai": "gpt-5-mini", "anthropic": "claude-sonnet-4-6"}
@@ -221,7 +227,12 @@ def run_vendor(vendor: str, jobs: int) -> dict[str, Any]:
             assert outcome.status == "succeeded", (feature, outcome)
         requests = server.requests
         llm.close()  # type: ignore[attr-defined]
-    return summarise(vendor, store, requests)
+    summary = summarise(vendor, store, requests)
+    inspiration = summary["features"]["inspiration"]
+    batch = run_batch_tier(vendor, MODELS[vendor], KEY, users, inspiration["jobs"], respond)
+    batch["vs_sync"] = round(batch["usd_per_1000_jobs"] / inspiration["usd_per_1000_jobs"], 3)
+    summary["batch_inspiration"] = batch
+    return summary
 
 
 def summarise(vendor: str, store: InMemoryJobStore, requests: list[RecordedRequest]) -> dict:
@@ -297,6 +308,23 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"| {f['input_cost_ratio']:.1%} | {f['calls_over_cache_minimum']:.0%} "
                 f"| {f['hit_rate']:.0%} |"
             )
+    lines += [
+        "",
+        "| vendor (model) | inspiration | jobs | $ / 1,000 jobs | vs synchronous "
+        "| committed | notified once |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for run in results:
+        sync, b = run["features"]["inspiration"], run["batch_inspiration"]
+        lines.append(
+            f"| {run['vendor']} ({run['model']}) | synchronous | {sync['jobs']} "
+            f"| {sync['usd_per_1000_jobs']:.4f} | 100 % | {sync['jobs']} | not counted |"
+        )
+        lines.append(
+            f"| {run['vendor']} ({run['model']}) | batch tier | {b['jobs']} "
+            f"| {b['usd_per_1000_jobs']:.4f} | {b['vs_sync']:.1%} | {b['committed']} "
+            f"| {b['notified_once']} |"
+        )
     return "\n".join(lines)
 
 
@@ -311,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     path = RESULTS / f"{stamp}-cost{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps({"jobs_per_vendor": jobs, "runs": results}, indent=2))
     print(table(results))
+    for run in results:
+        ratio = run["batch_inspiration"]["vs_sync"]
+        verdict = "met" if ratio <= 0.5 else "NOT met"
+        print(f"[bench] {run['vendor']}: batch-tier inspiration at {ratio:.1%} of synchronous "
+              f"(goal <= 50 %): {verdict}")
     print(f"[bench] cost results: {path}")
     return 0
 

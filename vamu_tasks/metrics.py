@@ -79,12 +79,20 @@ NOTIFICATIONS = Counter(
 )
 
 
-def record_usage(provider: str, model: str, usage: Usage) -> None:
+BATCH_JOBS = Counter(
+    "vamu_batch_jobs_total",
+    "Jobs through the batch tier by what became of them: submitted, committed, failed, "
+    "to_sync (run synchronously), discarded (a late result)",
+    ["provider", "outcome"],
+)
+
+
+def record_usage(provider: str, model: str, usage: Usage, *, batch: bool = False) -> None:
     LLM_TOKENS.labels(provider, model, "input").inc(usage.input_tokens)
     LLM_TOKENS.labels(provider, model, "output").inc(usage.output_tokens)
     LLM_TOKENS.labels(provider, model, "cache_read").inc(usage.cache_read_tokens)
     LLM_TOKENS.labels(provider, model, "cache_write").inc(usage.cache_write_tokens)
-    cost = cost_usd(model, usage)
+    cost = cost_usd(model, usage, batch=batch)
     if cost is not None:
         LLM_COST.labels(provider, model).inc(float(cost))
 

@@ -418,3 +418,34 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> N
             return
         time.sleep(0.1)
     raise AssertionError(f"not within {timeout}s: {what}")
+
+
+def test_the_reaper_leaves_batched_jobs_alone_however_long_they_wait(tier: Tier):
+    job_id = tier.submit()
+    with tier.db.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE ai_jobs SET created_at = now() - interval '2 hours' WHERE id = :id"),
+            {"id": job_id},
+        )
+
+    # Orphans, overdue retries and jobs queued too long: none of them is a batched job.
+    found = tier.s.store.reap(grace_s=0, stale_queued_s=1)
+    unstarted = tier.s.store.unstarted_jobs(older_than_s=1)
+
+    assert job_id not in {i for i, _ in found} | {i for i, _ in unstarted}
+    assert tier.job(job_id).status == "batched"
+
+
+def test_a_batch_cancelled_at_the_vendor_sends_its_jobs_down_the_synchronous_path(tier: Tier):
+    ids = [tier.submit(), tier.submit()]
+    (vendor_batch,) = tier.tick().submitted
+    # Someone cancels it in the vendor's console; the vendor then ends it, nothing answered.
+    tier.deps.api.cancel(vendor_batch)
+    tier.s.llm.complete_batches(vendor_batch)
+
+    report = tier.tick()
+
+    assert (report.committed, report.to_sync) == (0, 2)
+    for job_id in ids:
+        done = wait_for_job(tier.s.store, job_id)
+        assert done.status == "succeeded" and done.cost_usd == cost_usd("gpt-5-mini", IDEAS_USAGE)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from vamu_tasks.domain import BatchAnswer, BatchRequest, JobRecord, Spend
+from vamu_tasks.domain import BatchAnswer, BatchRequest, JobRecord, Spend, Usage
 from vamu_tasks.errors import BudgetExceeded, ErrorKind, PermanentError, TransientError, VamuError
 from vamu_tasks.features import FEATURES
 from vamu_tasks.inspiration.service import READY_EVENT, accept_answer, batch_llm_request
@@ -62,9 +62,12 @@ class BatchDeps:
 class TickReport:
     to_sync: int = 0
     submitted: list[str] = field(default_factory=list)
+    jobs_submitted: int = 0
     committed: int = 0
     failed: int = 0
     discarded: int = 0
+    # Each answer settled: (provider, model, usage), for the token and cost metrics.
+    usage: list[tuple[str, str, Usage]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.to_sync or self.submitted or self.committed or self.failed)
@@ -136,6 +139,7 @@ def collect(deps: BatchDeps, report: TickReport) -> bool:
         return False
     deps.batches.mark_submitted(claimed.batch_id, vendor_id, cfg.poll_interval_s)
     report.submitted.append(vendor_id)
+    report.jobs_submitted += len(requests)
     log.info("sent %d job(s) to %s as batch %s", len(requests), deps.api.name, vendor_id)
     return True
 
@@ -190,6 +194,9 @@ def settle_answer(
     settled = deps.batches.settle(batch_id, job_id, settlement, deps.config.hold_s)
     if settled.outcome == "already":
         return
+    if answer.result is not None:
+        result = answer.result
+        report.usage.append((result.provider, result.model, result.usage))
     spend = meter.spend
     if spend.cost_usd and spend.provider:
         deps.charge(job.user_id, spend.provider, spend.cost_usd)
