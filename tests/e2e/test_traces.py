@@ -4,7 +4,9 @@ publish, as a collector receives it over OTLP/HTTP (tests/support/otlp.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from tests.support.services import REDIS_APP_DB, REDIS_BROKER_DB, delete_keys
 from tests.support.socketio import SocketIOListener
 from tests.support.worker import WorkerProcess, wait_for_job
 from vamu_tasks.testing.answers import ideas_responder
+from vamu_tasks.testing.fake_llm import Error
 
 pytestmark = pytest.mark.e2e
 
@@ -179,3 +182,40 @@ def test_a_job_with_a_traceparent_in_its_data_continues_that_trace(t: Traced):
     assert out["spans"] == []  # the producer made no span: only the data carried the context
     spans = job_trace(t, trace_id, job_id)
     assert_one_connected_trace(t, spans, parent_id=parent_id)
+
+
+def test_a_retried_job_stays_one_trace_with_the_rate_limited_call_marked_by_its_kind(t: Traced):
+    t.stack.llm.push(Error(429, "slow down", retry_after=0.2))
+    out = t.produce({"userId": "u-chioma", "count": 1}, telemetry=True)
+    job = wait_for_job(t.stack.store, uuid.UUID(out["returnvalue"]["jobId"]))
+    assert (job.status, job.attempts) == ("succeeded", 2)
+
+    (add,) = [s for s in out["spans"] if s["name"].startswith("add ")]
+    trace_id = add["traceId"]
+    t.otlp.wait_for(lambda spans: [s.name for s in spans if s.trace_id == trace_id].count(
+        "chat gpt-5-mini") == 2 and "notify socketio" in {s.name for s in spans
+                                                         if s.trace_id == trace_id})
+    spans = t.otlp.trace(trace_id)
+    runs = sorted((s for s in spans if s.name == "run/vamu.inspiration.generate"),
+                  key=lambda s: s.start_ns)
+    chats = sorted((s for s in spans if s.name == "chat gpt-5-mini"), key=lambda s: s.start_ns)
+    assert [c.parent_id for c in chats] == [r.span_id for r in runs]
+    assert (chats[0].status, chats[0].attributes["error.type"]) == ("ERROR", "rate_limited")
+    assert chats[1].status != "ERROR" and "error.type" not in chats[1].attributes
+    # The second attempt hangs off the retry Celery published from the first.
+    retry = next(s for s in spans if s.span_id == runs[1].parent_id)
+    assert (retry.name, retry.parent_id) == ("apply_async/vamu.inspiration.generate",
+                                             runs[0].span_id)
+
+
+def test_a_process_asked_for_otlp_over_grpc_stops_at_start_saying_what_to_set(tmp_path):
+    env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317",
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}
+    done = subprocess.run([sys.executable, "-m", "workers.bridge"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "vamu-tasks: configuration error: OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported: "
+        "vamu-tasks sends OTLP over HTTP with protobuf (http/protobuf, the default); point "
+        "OTEL_EXPORTER_OTLP_ENDPOINT at the collector's HTTP port (4318).")
