@@ -276,3 +276,30 @@ def test_unreadable_metadata_falls_back_to_the_data_and_garbage_starts_a_new_tra
     assert telemetry_carrier({"tm": "{not json"}) is None
     assert parent_context({"tm": json.dumps({"traceparent": "00-zz"})}, {"traceparent": 7}) is None
     assert parent_context(None, "not an object") is None
+
+
+# --- housekeeping --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["vamu.jobs.reap", "vamu.notify.sweep_outbox"])
+def test_beats_housekeeping_makes_no_trace_but_what_it_sends_again_starts_one_of_its_own(task):
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+
+    from vamu_tasks.otel.sampling import SkipHousekeeping
+
+    exporter = InMemorySpanExporter()
+    sdk = TracerProvider(sampler=SkipHousekeeping(ParentBased(ALWAYS_ON)))
+    sdk.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = sdk.get_tracer("test")
+
+    with tracer.start_as_current_span(f"apply_async/{task}"):
+        with tracer.start_as_current_span(f"run/{task}"):
+            with tracer.start_as_current_span("apply_async/vamu.notify.deliver"):
+                pass
+            with provider.detached():
+                tracer.start_span("apply_async/vamu.notify.deliver").end()
+
+    (resent,) = exporter.get_finished_spans()
+    assert resent.name == "apply_async/vamu.notify.deliver"
+    assert resent.parent is None
+    sdk.shutdown()

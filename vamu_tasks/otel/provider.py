@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from vamu_tasks.errors import InternalError
@@ -90,6 +92,17 @@ def build_exporter(environ: Mapping[str, str] = os.environ) -> SpanExporter:
     return OTLPSpanExporter()
 
 
+@contextmanager
+def detached() -> Iterator[None]:
+    """Run outside the current trace: a job or a notification the reaper or the sweeper sends
+    again starts a trace of its own (theirs is not recorded). Without traces it changes nothing."""
+    token = otel_context.attach(otel_context.Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
+
+
 def start(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
     """Install this process's tracer provider if the environment asks for traces.
 
@@ -114,7 +127,13 @@ def start(service_name: str, environ: Mapping[str, str] = os.environ) -> bool:
             environ, "OTEL_RESOURCE_ATTRIBUTES"
         ):
             defaults["service.name"] = service_name
-        provider = TracerProvider(resource=Resource.create(defaults))
+        from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+
+        from vamu_tasks.otel.sampling import SkipHousekeeping
+
+        # OTEL_TRACES_SAMPLER as the SDK reads it (parent-based, always on, by default).
+        sampler = SkipHousekeeping(_get_from_env_or_default())
+        provider = TracerProvider(resource=Resource.create(defaults), sampler=sampler)
         # Batches leave from a thread of their own; after a fork the SDK restarts it.
         provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
