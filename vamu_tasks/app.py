@@ -66,6 +66,12 @@ def _check_configuration(**_: Any) -> None:
     except (VamuError, ValueError) as exc:
         # SystemExit passes through Celery's signal dispatch, which swallows plain exceptions.
         raise SystemExit(f"vamu-tasks: configuration error: {exc}") from exc
+    from vamu_tasks.otel import provider as otel
+
+    try:
+        otel.start("vamu-tasks-worker")
+    except VamuError as exc:
+        raise SystemExit(f"vamu-tasks: configuration error: {exc}") from exc
     if settings.metrics_port:
         from vamu_tasks.metrics import MetricsPortUnavailable
 
@@ -105,3 +111,11 @@ def _close_container(**_: Any) -> None:
     from vamu_tasks import bootstrap
 
     bootstrap.close_container()
+
+
+@worker_process_shutdown.connect
+@worker_shutdown.connect
+def _flush_traces(**_: Any) -> None:
+    from vamu_tasks.otel import provider as otel
+
+    otel.shutdown()

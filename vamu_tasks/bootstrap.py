@@ -30,6 +30,7 @@ from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget, SpendBudgetedL
 from vamu_tasks.metrics import InstrumentedLLM
 from vamu_tasks.notify.chunks import LogChunkSink, RedisChunkSink
 from vamu_tasks.notify.transports import LogTransport, SocketIOTransport, WebhookTransport
+from vamu_tasks.otel import provider as otel
 from vamu_tasks.ports import (
     AgentStepStore,
     BatchLLM,
@@ -92,6 +93,11 @@ class Container:
                 elif model and provider == "anthropic":
                     settings = settings.model_copy(update={"anthropic_model": model})
                 llm: LLMProvider = build_provider(settings, provider)  # type: ignore[arg-type]
+                if otel.enabled():
+                    from vamu_tasks.otel.genai import TracedLLM
+
+                    # Innermost: the span is the vendor call, not a budget's wait before it.
+                    llm = TracedLLM(llm, otel.tracer(), capture_content=otel.capture_content())
                 if self.budget is not None:
                     llm = BudgetedLLM(llm, self.budget)
                 if self.spend_budget is not None:
@@ -167,7 +173,13 @@ def build_api_clients(settings: Settings) -> tuple[UserContextClient, EventsClie
             token=settings.api_token,
             timeout_s=settings.api_timeout_s,
             retries=settings.api_retries,
+            trace_headers=otel.outgoing_headers if otel.enabled() else None,
         )
+        if otel.enabled():
+            from vamu_tasks.otel.ports import TracedApiClient
+
+            traced = TracedApiClient(client, otel.tracer(), settings.api_base_url)
+            return traced, traced
         return client, client
     log.warning("VAMU_API_BASE_URL is unset: using the bundled sample users and events.")
     return StaticUserContextClient(), StaticEventsClient()
@@ -203,6 +215,10 @@ def build_container(settings: Settings) -> Container:
     db = Database.from_url(settings.effective_database_url, pool_size=settings.database_pool_size)
     closers.append(db.close)
     store = SqlAlchemyJobStore(db, transports=settings.notify)
+    if otel.enabled():
+        from vamu_tasks.otel.ports import TracedJobStore
+
+        store = TracedJobStore(db, transports=settings.notify, tracer=otel.tracer())
     context, events = build_api_clients(settings)
     _add_closer(closers, context)
     # Providers are built on first use, so a notify-only worker needs no LLM key.
@@ -230,6 +246,10 @@ def build_container(settings: Settings) -> Container:
             )
             transports[name] = webhook
             closers.append(webhook.close)
+    if otel.enabled():
+        from vamu_tasks.otel.ports import TracedTransport
+
+        transports = {name: TracedTransport(t, otel.tracer()) for name, t in transports.items()}
     leases = LeaseKeeper(
         store, lease_s=settings.job_lease_s, renew_every_s=settings.job_lease_s / 3
     )

@@ -7,6 +7,8 @@ import logging
 import signal
 
 from vamu_tasks.bridge.worker import Bridge, build_deps
+from vamu_tasks.errors import VamuError
+from vamu_tasks.otel import provider as otel
 from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, install_log_record_factory
 
@@ -43,6 +45,7 @@ async def serve(settings: Settings) -> None:
     await stop.wait()
     logging.getLogger("vamu_tasks.bridge").info("bridge stopping: finishing jobs in hand")
     await bridge.close()
+    otel.shutdown()  # sends the spans still buffered
     logging.getLogger("vamu_tasks.bridge").info("bridge stopped")
 
 
@@ -51,6 +54,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     from vamu_tasks.metrics import MetricsPortUnavailable
 
+    try:
+        otel.start("vamu-tasks-bridge")
+    except VamuError as exc:
+        raise SystemExit(f"vamu-tasks: configuration error: {exc}") from exc
     try:
         asyncio.run(serve(Settings()))
     except MetricsPortUnavailable as exc:

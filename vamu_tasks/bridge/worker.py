@@ -7,6 +7,7 @@ stay active until the job row ends, then complete with its result (or fail with 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from vamu_tasks.bridge.quota import RedisHourlyQuota
 from vamu_tasks.bridge.service import Accepted, Quota, SpendCheck, accept_job, trace_headers
 from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget
 from vamu_tasks.metrics import BRIDGE_JOBS
+from vamu_tasks.otel.bullmq import job_span
 from vamu_tasks.ports import JobStore
 from vamu_tasks.settings import Settings
 from vamu_tasks.submit import TaskSender
@@ -155,10 +157,15 @@ class Bridge:
         fields = trace_headers(data) if isinstance(data, dict) else {}
         # A job on the sync queue has a caller waiting for it: never batched.
         batch = None if queue == self._settings.bullmq_sync_queue else self._deps.batch
-        with trace_context({**fields, "bullmqJob": f"{queue}/{job.id}"}):
+        with (
+            trace_context({**fields, "bullmqJob": f"{queue}/{job.id}"}),
+            job_span(job, queue) as span,
+        ):
             try:
+                # In the job's context: the Celery publish is a child of the bridge's span.
                 accepted = await loop.run_in_executor(
                     self._executor,
+                    contextvars.copy_context().run,
                     lambda: accept_job(
                         self._deps.store,
                         self._deps.sender,
@@ -173,11 +180,13 @@ class Bridge:
                 )
             except Refused as refused:
                 BRIDGE_JOBS.labels(queue, "refused", refused.refusal).inc()
+                span.set_attribute("vamu.refusal", refused.refusal)
                 log.warning("refused bullmq job %s/%s: %s", queue, job.id, refused.failed_reason)
                 raise UnrecoverableError(refused.failed_reason) from refused
             except Exception as exc:
                 raise retryable(exc) from exc
             BRIDGE_JOBS.labels(queue, "accepted" if accepted.created else "matched", "").inc()
+            span.set_attribute("vamu.job.id", str(accepted.job_id))
             log.info(
                 "bullmq job %s/%s %s as job %s (celery %s) %s",
                 queue,

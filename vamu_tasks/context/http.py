@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -40,6 +41,7 @@ class HttpNestApiClient:
         timeout_s: float = 5.0,
         retries: int = 2,
         backoff_s: float = 0.2,
+        trace_headers: Callable[[], dict[str, str]] | None = None,
     ) -> None:
         headers = {"Accept": "application/json", "User-Agent": "vamu-tasks"}
         if token is not None:
@@ -47,6 +49,8 @@ class HttpNestApiClient:
         self._client = httpx2.Client(base_url=base_url, headers=headers, timeout=timeout_s)
         self._retries = retries
         self._backoff_s = backoff_s
+        # With traces on: the current trace context, so NestJS's spans join the job's trace.
+        self._trace_headers = trace_headers
 
     def close(self) -> None:
         self._client.close()
@@ -88,7 +92,8 @@ class HttpNestApiClient:
             if attempt:
                 time.sleep(self._backoff_s * 2 ** (attempt - 1))
             try:
-                response = self._client.get(path, params=params)
+                headers = self._trace_headers() if self._trace_headers else None
+                response = self._client.get(path, params=params, headers=headers)
             except httpx2.TimeoutException:
                 last_problem = "timed out"
                 continue

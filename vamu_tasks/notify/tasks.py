@@ -14,6 +14,7 @@ from vamu_tasks.bootstrap import get_container
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
 from vamu_tasks.metrics import NOTIFICATIONS
 from vamu_tasks.notify.service import deliver as deliver_notification
+from vamu_tasks.otel import provider as otel
 from vamu_tasks.retry_policy import RetryPolicy
 from vamu_tasks.task_runner import event_kwargs
 
@@ -64,8 +65,9 @@ def sweep_outbox(self: Task[Any, Any]) -> int:
             container.settings.outbox_give_up_after_s,
         )
     ids = container.store.claim_stale_notifications(container.settings.outbox_stale_after_s)
-    for event_id in ids:
-        self.app.send_task(DELIVER_TASK, kwargs=event_kwargs(event_id), queue=NOTIFY_QUEUE)
+    with otel.detached():
+        for event_id in ids:
+            self.app.send_task(DELIVER_TASK, kwargs=event_kwargs(event_id), queue=NOTIFY_QUEUE)
     if ids:
         log.info("outbox sweep re-sent %d notification(s)", len(ids))
     return len(ids)
@@ -81,8 +83,9 @@ def reap_jobs(self: Task[Any, Any]) -> int:
     container = get_container()
     found = reap(container.store, container.settings, container.broker_inventory)
     sender = CelerySender(self.app)
-    for job_id, feature in found:
-        sender.send(FEATURES[feature], job_id)  # type: ignore[index]
+    with otel.detached():
+        for job_id, feature in found:
+            sender.send(FEATURES[feature], job_id)  # type: ignore[index]
     if found:
         log.warning("reaper re-sent %d orphaned or overdue job(s)", len(found))
     return len(found)
