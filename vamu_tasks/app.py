@@ -117,6 +117,7 @@ def metric_collectors(settings: Any, consumed_queues: set[str]) -> list[Any]:
                 lambda: read_backlog(engine),
                 lambda feature: queue_of.get(feature, feature),
                 [spec.queue for spec in FEATURES.values()],
+                close=engine.dispose,
             )
         )
     return collectors
@@ -126,6 +127,10 @@ def _serve_metrics(settings: Any, consumed_queues: set[str]) -> None:
     from vamu_tasks import metrics
 
     global _metrics_url
+    if settings.budget_provider_usd_per_day is not None:
+        metrics.SPEND_BUDGET.labels("provider").set(float(settings.budget_provider_usd_per_day))
+    if settings.budget_user_usd_per_day is not None:
+        metrics.SPEND_BUDGET.labels("user").set(float(settings.budget_user_usd_per_day))
     _metrics_url = metrics.serve(
         settings.metrics_port,
         settings.metrics_address,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     start_http_server,
 )
@@ -80,6 +81,14 @@ BRIDGE_JOBS = Counter(
 )
 NOTIFICATIONS = Counter(
     "vamu_notifications_total", "Notification deliveries", ["transport", "outcome"]
+)
+# The daily spend budgets in force (VAMU_BUDGET_*_USD_PER_DAY), set by the workers that serve
+# metrics, so an alert can compare the spend pace with them; absent when no budget is set.
+SPEND_BUDGET = Gauge(
+    "vamu_spend_budget_usd_per_day",
+    "Daily spend budget in US dollars (scope: provider, each; user, each)",
+    ["scope"],
+    multiprocess_mode="max",
 )
 
 
@@ -164,11 +173,13 @@ class BacklogCollector(Collector):
         queue_of: Callable[[str], str],
         queues: Sequence[str],
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        close: Callable[[], None] = lambda: None,
     ) -> None:
         self._read = read
         self._queue_of = queue_of  # feature -> queue
         self._queues = list(queues)
         self._now = now
+        self.close = close  # releases what `read` holds (its database engine)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         up = GaugeMetricFamily(
