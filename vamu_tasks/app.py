@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.signals import (
@@ -16,6 +16,11 @@ from celery.signals import (
 )
 
 from vamu_tasks import tracing
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from vamu_tasks.settings import Settings
 
 app = Celery(
     "vamu_tasks",
@@ -91,14 +96,14 @@ def _log_metrics_address(**_: Any) -> None:
         logging.getLogger(__name__).info("no /metrics: VAMU_METRICS_PORT is unset")
 
 
-def metric_collectors(settings: Any, consumed_queues: set[str]) -> list[Any]:
+def metric_collectors(settings: Settings, consumed_queues: set[str]) -> list[Collector]:
     """What a worker serves on /metrics besides the module-level metrics of `metrics.py`:
     the Redis broker's queue lengths, and, in a worker of the notify queue, the backlog the
-    job rows show (so one process per deployment role queries the database for it)."""
+    job rows show (the notify workers query the database for it, not every LLM worker)."""
     from vamu_tasks import metrics
     from vamu_tasks.features import FEATURES, NOTIFY_QUEUE
 
-    collectors: list[Any] = []
+    collectors: list[Collector] = []
     if settings.broker_kind == "redis":
         queues = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
         read = metrics.redis_queue_depths(
@@ -123,7 +128,7 @@ def metric_collectors(settings: Any, consumed_queues: set[str]) -> list[Any]:
     return collectors
 
 
-def _serve_metrics(settings: Any, consumed_queues: set[str]) -> None:
+def _serve_metrics(settings: Settings, consumed_queues: set[str]) -> None:
     from vamu_tasks import metrics
 
     global _metrics_url
@@ -132,7 +137,7 @@ def _serve_metrics(settings: Any, consumed_queues: set[str]) -> None:
     if settings.budget_user_usd_per_day is not None:
         metrics.SPEND_BUDGET.labels("user").set(float(settings.budget_user_usd_per_day))
     _metrics_url = metrics.serve(
-        settings.metrics_port,
+        settings.metrics_port or 0,
         settings.metrics_address,
         metric_collectors(settings, consumed_queues),
     )
