@@ -43,6 +43,14 @@ lint: install
 	$(BIN)/vamu-tasks contracts export --check
 	$(BIN)/vamu-tasks contracts openapi --check
 	node $(CLIENT_DIR)/scripts/generate.mjs --check
+	@# The alert rules (deploy/prometheus): syntax, the scrape config, and the rules' unit tests.
+	@if command -v promtool >/dev/null; then \
+	  promtool check config deploy/prometheus/prometheus.yml && \
+	  promtool check rules deploy/prometheus/alerts.yml && \
+	  promtool test rules deploy/prometheus/alerts.test.yml; \
+	else \
+	  echo "lint: promtool not found, alert rules not checked (apt-get install prometheus)"; \
+	fi
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.signals import (
@@ -11,10 +11,16 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
     worker_shutdown,
 )
 
 from vamu_tasks import tracing
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
+    from vamu_tasks.settings import Settings
 
 app = Celery(
     "vamu_tasks",
@@ -50,8 +56,13 @@ def _leave_trace(**_: Any) -> None:
     tracing.set_trace(None)
 
 
+# Where this worker serves /metrics; logged once the worker's logging is set up (worker_init
+# runs before Celery configures logging, so a line logged there would be lost).
+_metrics_url: str | None = None
+
+
 @worker_init.connect
-def _check_configuration(**_: Any) -> None:
+def _check_configuration(sender: Any = None, **_: Any) -> None:
     """Fail at start, not at the first job, when the settings cannot build this process's clients.
 
     Nothing connects here: building a container creates clients and engines lazily.
@@ -75,17 +86,31 @@ def _check_configuration(**_: Any) -> None:
     if settings.metrics_port:
         from vamu_tasks.metrics import MetricsPortUnavailable
 
+        consumed = set(sender.app.amqp.queues.consume_from) if sender is not None else set()
         try:
-            _serve_metrics(settings)
+            _serve_metrics(settings, consumed)
         except MetricsPortUnavailable as exc:
             raise SystemExit(f"vamu-tasks: {exc}") from exc
 
 
-def _serve_metrics(settings: Any) -> None:
+@worker_ready.connect
+def _log_metrics_address(**_: Any) -> None:
+    import logging
+
+    if _metrics_url:
+        logging.getLogger(__name__).info("metrics on %s", _metrics_url)
+    else:
+        logging.getLogger(__name__).info("no /metrics: VAMU_METRICS_PORT is unset")
+
+
+def metric_collectors(settings: Settings, consumed_queues: set[str]) -> list[Collector]:
+    """What a worker serves on /metrics besides the module-level metrics of `metrics.py`:
+    the Redis broker's queue lengths, and, in a worker of the notify queue, the backlog the
+    job rows show (the notify workers query the database for it, not every LLM worker)."""
     from vamu_tasks import metrics
     from vamu_tasks.features import FEATURES, NOTIFY_QUEUE
 
-    collectors = []
+    collectors: list[Collector] = []
     if settings.broker_kind == "redis":
         queues = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
         read = metrics.redis_queue_depths(
@@ -94,7 +119,35 @@ def _serve_metrics(settings: Any) -> None:
         collectors.append(
             metrics.QueueDepthCollector("vamu_celery_queue_depth", "Tasks waiting", read)
         )
-    metrics.serve(settings.metrics_port, settings.metrics_address, collectors)
+    if NOTIFY_QUEUE in consumed_queues:
+        from vamu_tasks.store.backlog import backlog_engine, read_backlog
+
+        engine = backlog_engine(settings.effective_database_url)
+        queue_of: dict[str, str] = {feature: spec.queue for feature, spec in FEATURES.items()}
+        collectors.append(
+            metrics.BacklogCollector(
+                lambda: read_backlog(engine),
+                lambda feature: queue_of.get(feature, feature),
+                [spec.queue for spec in FEATURES.values()],
+                close=engine.dispose,
+            )
+        )
+    return collectors
+
+
+def _serve_metrics(settings: Settings, consumed_queues: set[str]) -> None:
+    from vamu_tasks import metrics
+
+    global _metrics_url
+    if settings.budget_provider_usd_per_day is not None:
+        metrics.SPEND_BUDGET.labels("provider").set(float(settings.budget_provider_usd_per_day))
+    if settings.budget_user_usd_per_day is not None:
+        metrics.SPEND_BUDGET.labels("user").set(float(settings.budget_user_usd_per_day))
+    _metrics_url = metrics.serve(
+        settings.metrics_port or 0,
+        settings.metrics_address,
+        metric_collectors(settings, consumed_queues),
+    )
 
 
 @worker_process_init.connect

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     start_http_server,
 )
@@ -34,6 +36,9 @@ from vamu_tasks.domain import (
 from vamu_tasks.errors import VamuError
 from vamu_tasks.llm.pricing import cost_usd
 from vamu_tasks.llm.wrapper import CallKind, ProviderWrapper
+
+if TYPE_CHECKING:
+    from vamu_tasks.store.backlog import Backlog
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,14 @@ BRIDGE_JOBS = Counter(
 )
 NOTIFICATIONS = Counter(
     "vamu_notifications_total", "Notification deliveries", ["transport", "outcome"]
+)
+# The daily spend budgets in force (VAMU_BUDGET_*_USD_PER_DAY), set by the workers that serve
+# metrics, so an alert can compare the spend pace with them; absent when no budget is set.
+SPEND_BUDGET = Gauge(
+    "vamu_spend_budget_usd_per_day",
+    "Daily spend budget in US dollars (scope: provider, each; user, each)",
+    ["scope"],
+    multiprocess_mode="max",
 )
 
 
@@ -153,12 +166,90 @@ class QueueDepthCollector(Collector):
         return []
 
 
+class BacklogCollector(Collector):
+    """The backlog the job rows show, read when scraped (the notify worker serves it).
+
+    Read at scrape time, not by a refresh loop: the values are as fresh as the scrape, there is
+    no thread that could die and leave a stale number behind, and an unreachable database shows
+    at once as `vamu_store_up 0` (the other families then have no samples). Every queue in
+    `queues` gets a sample, 0 when nothing waits, so a quiet queue reads 0 rather than no data.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], Backlog],
+        queue_of: Callable[[str], str],
+        queues: Sequence[str],
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        close: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._read = read
+        self._queue_of = queue_of  # feature -> queue
+        self._queues = list(queues)
+        self._now = now
+        self.close = close  # releases what `read` holds (its database engine)
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        up = GaugeMetricFamily(
+            "vamu_store_up", "1 when the backlog gauges could be read from the database"
+        )
+        queued = GaugeMetricFamily(
+            "vamu_queued_jobs",
+            "Job rows queued: not started yet, or waiting out a retry countdown",
+            labels=["queue"],
+        )
+        oldest = GaugeMetricFamily(
+            "vamu_queue_oldest_job_age_seconds",
+            "How long the longest-waiting job due to run has waited for a worker (0: none)",
+            labels=["queue"],
+        )
+        outbox = GaugeMetricFamily(
+            "vamu_outbox_undelivered",
+            "Undelivered notification rows: pending (still sent) or given_up",
+            labels=["state"],
+        )
+        outbox_oldest = GaugeMetricFamily(
+            "vamu_outbox_oldest_pending_age_seconds",
+            "Age of the oldest pending (undelivered, not given up) notification (0: none)",
+        )
+        try:
+            backlog = self._read()
+        except Exception as exc:  # a scrape must not fail because the database is away
+            log.warning("could not read the backlog from the database: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        now = self._now()
+        counts = dict.fromkeys(self._queues, 0)
+        ages = dict.fromkeys(self._queues, 0.0)
+        for feature, n in backlog.queued.items():
+            queue = self._queue_of(feature)
+            counts[queue] = counts.get(queue, 0) + n
+        for feature, since in backlog.oldest_waiting_since.items():
+            queue = self._queue_of(feature)
+            ages[queue] = max(ages.get(queue, 0.0), (now - since).total_seconds(), 0.0)
+        for queue in counts:
+            queued.add_metric([queue], counts[queue])
+            oldest.add_metric([queue], ages.get(queue, 0.0))
+        outbox.add_metric(["pending"], backlog.outbox_pending)
+        outbox.add_metric(["given_up"], backlog.outbox_given_up)
+        pending_since = backlog.outbox_oldest_pending_since
+        outbox_oldest.add_metric(
+            [], max((now - pending_since).total_seconds(), 0.0) if pending_since else 0.0
+        )
+        up.add_metric([], 1)
+        yield from (up, queued, oldest, outbox, outbox_oldest)
+
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        return []
+
+
 class MetricsPortUnavailable(Exception):
     """The metrics port cannot be bound: the process must not run on without its metrics."""
 
 
-def serve(port: int, address: str, extra: Iterable[Collector] = ()) -> None:
-    """Serve `/metrics` for this process (aggregating children in multiprocess mode).
+def serve(port: int, address: str, extra: Iterable[Collector] = ()) -> str:
+    """Serve `/metrics` for this process (aggregating children in multiprocess mode); its URL.
 
     Raises `MetricsPortUnavailable` when the port is taken: a process that started without
     metrics and without a word would be invisible to every dashboard and alert.
@@ -176,7 +267,9 @@ def serve(port: int, address: str, extra: Iterable[Collector] = ()) -> None:
             f"cannot serve metrics on {address}:{port} ({exc.strerror or exc}); give each "
             "process its own free VAMU_METRICS_PORT, or unset it"
         ) from exc
-    log.info("metrics on http://%s:%d/metrics", address, port)
+    url = f"http://{address}:{port}/metrics"
+    log.info("metrics on %s", url)
+    return url
 
 
 def redis_queue_depths(

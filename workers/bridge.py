@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client.registry import Collector
+
 from vamu_tasks.bridge.worker import Bridge, build_deps
 from vamu_tasks.errors import VamuError
 from vamu_tasks.otel import provider as otel
@@ -13,7 +15,8 @@ from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, install_log_record_factory
 
 
-def serve_metrics(settings: Settings) -> None:
+def metric_collectors(settings: Settings) -> list[Collector]:
+    """What the bridge serves on /metrics besides the module-level metrics of `metrics.py`."""
     from vamu_tasks import metrics
 
     queues = [settings.bullmq_queue, settings.bullmq_sync_queue]
@@ -25,16 +28,20 @@ def serve_metrics(settings: Settings) -> None:
     def read() -> dict[str, int]:
         return {name.removesuffix(":wait"): depth for name, depth in read_waiting().items()}
 
-    metrics.serve(
-        settings.metrics_port or 0,
-        settings.metrics_address,
-        [metrics.QueueDepthCollector("vamu_bullmq_waiting_jobs", "BullMQ jobs waiting", read)],
-    )
+    return [metrics.QueueDepthCollector("vamu_bullmq_waiting_jobs", "BullMQ jobs waiting", read)]
+
+
+def serve_metrics(settings: Settings) -> None:
+    from vamu_tasks import metrics
+
+    metrics.serve(settings.metrics_port or 0, settings.metrics_address, metric_collectors(settings))
 
 
 async def serve(settings: Settings) -> None:
     if settings.metrics_port:
         serve_metrics(settings)
+    else:
+        logging.getLogger("vamu_tasks.bridge").info("no /metrics: VAMU_METRICS_PORT is unset")
     bridge = Bridge(settings, build_deps(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

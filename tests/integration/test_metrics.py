@@ -89,3 +89,38 @@ def test_a_process_whose_metrics_port_is_taken_stops_at_start_with_one_line(
         "give each process its own free VAMU_METRICS_PORT, or unset it"
     ], done.stderr[-2000:]
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("process", ["workers.llm", "workers.notify", "workers.bridge"])
+def test_each_process_logs_the_address_of_its_metrics(app_redis_url: str, tmp_path, process: str):
+    import os
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from tests.support.services import free_port
+
+    port = free_port()
+    # The embedded broker and SQLite in tmp_path: nothing here may take the other tests' tasks.
+    env = {key: value for key, value in os.environ.items() if not key.startswith("VAMU_")}
+    env.update({"VAMU_DATA_DIR": str(tmp_path), "VAMU_METRICS_PORT": str(port),
+                "VAMU_REDIS_URL": app_redis_url,
+                "VAMU_BULLMQ_PREFIX": f"metrics-log-{uuid.uuid4().hex[:8]}",
+                "VAMU_LLM_PROVIDER": "offline"})
+    expected = f"metrics on http://127.0.0.1:{port}/metrics"
+    log_path = tmp_path / "process.log"
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen([sys.executable, "-m", process], env=env, cwd=tmp_path,
+                                 stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 40
+            while expected not in log_path.read_text(errors="replace"):
+                assert child.poll() is None, log_path.read_text(errors="replace")[-2000:]
+                assert time.monotonic() < deadline, log_path.read_text(errors="replace")[-2000:]
+                time.sleep(0.2)
+        finally:
+            child.terminate()
+            child.wait(30)
+
+    assert log_path.read_text(errors="replace").count(expected) == 1
