@@ -17,7 +17,7 @@ figures are added up from the rows:
 - input cost as run / input cost uncached (the goal: at most 40 % for chat and agent);
 - the share of calls whose prompt reaches the vendor's cache minimum, and the hit rate (cache
   reads / input tokens);
-- the batch row: as many "Inspire me" jobs again, through the batch tier (`cost_batch.py`),
+- the batch row: 1,000 (100) "Inspire me" jobs through the batch tier (`cost_batch.py`),
   against the synchronous inspiration cost (the goal: at most 50 %), every job committed and
   notified once.
 
@@ -229,7 +229,8 @@ def run_vendor(vendor: str, jobs: int) -> dict[str, Any]:
         llm.close()  # type: ignore[attr-defined]
     summary = summarise(vendor, store, requests)
     inspiration = summary["features"]["inspiration"]
-    batch = run_batch_tier(vendor, MODELS[vendor], KEY, users, inspiration["jobs"], respond)
+    # As many batched "Inspire me" jobs as the run has jobs: the goal is per 1,000 jobs.
+    batch = run_batch_tier(vendor, MODELS[vendor], KEY, users, jobs, respond)
     batch["vs_sync"] = round(batch["usd_per_1000_jobs"] / inspiration["usd_per_1000_jobs"], 3)
     summary["batch_inspiration"] = batch
     return summary
