@@ -603,6 +603,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--api-key", default=None, help="reject requests without this key")
+    parser.add_argument(
+        "--ideas",
+        action="store_true",
+        help='answer "Inspire me" requests with valid ideas (default: echo the prompt)',
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
@@ -615,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
     server = FakeLLMServer(
         host=args.host, port=args.port, latency=args.latency, api_key=args.api_key
     )
+    if args.ideas:
+        from vamu_tasks.testing.answers import ideas_responder
+
+        server.set_responder(ideas_responder)
     with server:
         print(json.dumps({"url": server.url}), flush=True)
         while not stop.wait(0.5):
