@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -370,7 +371,7 @@ def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_j
         "VAMU_LLM_PROVIDER": tier.vendor,
         "VAMU_LLM_FALLBACK": "",
         "VAMU_BROKER_KEY_PREFIX": f"batch-{uuid.uuid4().hex[:8]}:",
-        "VAMU_METRICS_PORT": str(free_port()),
+        "VAMU_METRICS_PORT": str(metrics_port := free_port()),
         "VAMU_BATCH_MAX_WAIT_S": "0",
         "VAMU_BATCH_POLL_INTERVAL_S": "0.5",
     }
@@ -405,10 +406,16 @@ def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_j
             assert wait_for_job(tier.s.store, job_id).status == "succeeded"
             tier.s.webhook.wait_for(lambda d, j=job_id: d["data"].get("jobId") == str(j))
         time.sleep(1.5)  # three more passes: a second commit or send would show now
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as scraped:
+            metrics = scraped.read().decode()
 
     assert [tier.events(i) for i in ids] == [["inspiration-ready"]] * len(ids)
     assert sum(len(lines) for lines in tier.s.llm.batches.custom_ids().values()) == len(ids)
     assert {tier.job(i).cost_usd for i in ids} == {half_of_sync_cost(tier.vendor)}
+    # The second worker committed them all, and says so.
+    committed = f'vamu_batch_jobs_total{{outcome="committed",provider="{tier.vendor}"}} 4.0'
+    assert committed in metrics
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

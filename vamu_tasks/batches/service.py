@@ -68,6 +68,8 @@ class TickReport:
     discarded: int = 0
     # Each answer settled: (provider, model, usage), for the token and cost metrics.
     usage: list[tuple[str, str, Usage]] = field(default_factory=list)
+    # Each job the pass ended: (feature, status, error kind), for the job metrics.
+    finished: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.to_sync or self.submitted or self.committed or self.failed)
@@ -115,6 +117,7 @@ def collect(deps: BatchDeps, report: TickReport) -> bool:
             # As the synchronous job would: an unknown user or a spent budget fails it.
             notes += fail_job(deps.jobs, job, exc.error_kind, exc.message).notifications
             report.failed += 1
+            report.finished.append((job.feature, "failed", exc.error_kind))
             continue
         requests.append(BatchRequest(str(job.id), llm_request))
     deps.batches.leave_batch(claimed.batch_id, later)
@@ -202,8 +205,10 @@ def settle_answer(
         deps.charge(job.user_id, spend.provider, spend.cost_usd)
     if settled.outcome == "committed":
         report.committed += 1
+        report.finished.append((job.feature, "succeeded", ""))
     elif settled.outcome == "failed":
         report.failed += 1
+        report.finished.append((job.feature, "failed", settlement.error_kind or ""))
     elif settled.outcome == "discarded":
         report.discarded += 1
     elif settled.outcome == "to_sync":

@@ -11,7 +11,7 @@ from celery import Task, shared_task
 from vamu_tasks.batches.service import BatchConfig, BatchDeps, tick
 from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.features import BATCH_TASK
-from vamu_tasks.metrics import BATCH_JOBS, record_usage
+from vamu_tasks.metrics import BATCH_JOBS, JOBS_FINISHED, record_usage
 from vamu_tasks.sender import CelerySender
 from vamu_tasks.task_runner import INLINE_TRANSPORTS, deliver_inline, dispatch_notifications
 
@@ -71,6 +71,8 @@ def batch_tick(self: Task[Any, Any]) -> dict[str, int]:
             BATCH_JOBS.labels(provider, outcome).inc(count)
     for name, model, usage in report.usage:
         record_usage(name, model, usage, batch=True)
+    for feature, status, error_kind in report.finished:
+        JOBS_FINISHED.labels(feature, status, error_kind).inc()
     if report:
         log.info(
             "batch tier: %d batch(es) sent, %d committed, %d failed, %d to run now, "
