@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     start_http_server,
 )
@@ -76,6 +77,14 @@ BRIDGE_JOBS = Counter(
 )
 NOTIFICATIONS = Counter(
     "vamu_notifications_total", "Notification deliveries", ["transport", "outcome"]
+)
+HOUSEKEEPING_LEADER = Gauge(
+    "vamu_housekeeping_leader", "1 while this process holds the housekeeping lease, else 0"
+)
+HOUSEKEEPING_RUNS = Counter(
+    "vamu_housekeeping_runs_total",
+    "Housekeeping passes this process ran (outcome: nothing, found, error)",
+    ["job", "outcome"],
 )
 
 
