@@ -128,6 +128,7 @@ class Housekeeper:
         # plus the lease, so it stops before Redis lets another take over.
         self._valid_until = 0.0
         self._announced = False
+        self._unreachable = False  # the lease store failed on the last try
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -181,6 +182,16 @@ class Housekeeper:
             self._valid_until = started + self.lease_s
         elif error is None:
             self._valid_until = 0.0  # someone else holds it
+        if error is not None and not self._unreachable:
+            log.warning(
+                "housekeeping: cannot reach the lease (%s: %s); trying every %gs",
+                type(error).__name__,
+                error,
+                self.renew_every_s(),
+            )
+        elif error is None and self._unreachable:
+            log.info("housekeeping: the lease can be reached again")
+        self._unreachable = error is not None
         if self.leading and not self._announced:
             self._announced = True
             HOUSEKEEPING_LEADER.set(1)

@@ -390,3 +390,37 @@ def test_a_notify_worker_started_with_no_beat_never_leads(notify_env, tmp_path, 
         assert "housekeeping" not in worker.text()
     finally:
         worker.stop()
+
+
+def test_a_lease_store_that_cannot_be_reached_is_logged_once_and_its_return_too(caplog):
+    class Flaky:
+        owner = "flaky"
+        key = "k"
+        up = False
+
+        def hold(self) -> bool:
+            if not self.up:
+                raise ConnectionError("Redis refused the connection")
+            return True
+
+        def holder(self) -> str | None:
+            return None
+
+        def release(self) -> None:
+            pass
+
+    lease = Flaky()
+    container = Container.__new__(Container)
+    container.settings = Settings()
+    keeper = Housekeeper(container, lease, [])
+    with caplog.at_level(logging.INFO, logger="vamu_tasks.housekeeping"):
+        for _ in range(3):
+            keeper.contend_once()
+        lease.up = True
+        keeper.contend_once()
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages[0].startswith("housekeeping: cannot reach the lease (ConnectionError: Redis")
+    assert messages[1:] == ["housekeeping: the lease can be reached again",
+                            "housekeeping: flaky leads now (k, every )"]
+    assert keeper.leading
