@@ -424,3 +424,18 @@ def test_a_lease_store_that_cannot_be_reached_is_logged_once_and_its_return_too(
     assert messages[1:] == ["housekeeping: the lease can be reached again",
                             "housekeeping: flaky leads now (k, every )"]
     assert keeper.leading
+
+
+def test_with_the_embedded_broker_a_file_lock_lets_one_process_lead(tmp_path):
+    from vamu_tasks.leadership import FileLeaderLease
+
+    path = tmp_path / "data" / "housekeeping.lock"
+    first = FileLeaderLease(path, owner="first")
+    second = FileLeaderLease(path, owner="second")
+
+    assert first.hold() and first.hold()
+    assert not second.hold()
+    assert second.holder() == "first"
+    first.release()
+    assert second.hold() and not first.hold()
+    second.release()
