@@ -319,10 +319,18 @@ class NotifyWorker:
 
 
 @pytest.fixture
-def notify_env(own_pg: str, broker_url: str, app_redis_url: str, tmp_path: Path):
+def idle_pg() -> Iterator[str]:
+    """An empty database: an idle worker must find nothing (the tests above leave orphans)."""
+    with temporary_database("vamu_housekeeping_idle") as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture
+def notify_env(idle_pg: str, broker_url: str, app_redis_url: str, tmp_path: Path):
     prefix = f"vamu-hk-{uuid.uuid4().hex[:8]}:"
     env = {**os.environ, "VAMU_DATA_DIR": str(tmp_path / "data"), "VAMU_BROKER_URL": broker_url,
-           "VAMU_BROKER_KEY_PREFIX": prefix, "VAMU_DATABASE_URL": own_pg,
+           "VAMU_BROKER_KEY_PREFIX": prefix, "VAMU_DATABASE_URL": idle_pg,
            "VAMU_REDIS_URL": app_redis_url, "VAMU_NOTIFY": "log",
            "VAMU_REAPER_INTERVAL_S": "0.2", "VAMU_OUTBOX_SWEEP_INTERVAL_S": "0.2",
            "VAMU_NOTIFY_CONCURRENCY": "2"}
