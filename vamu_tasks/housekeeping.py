@@ -239,7 +239,11 @@ class Housekeeper:
         interval = job.interval_s(self.container.settings)
         failing = False
         last_logged = 0.0
-        while not self._stop.wait(interval):
+        # At a fixed rate, as beat did: a pass that takes a while does not push the next one
+        # back; one that takes longer than the interval is followed by the next at once.
+        due = time.monotonic() + interval
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            due = max(due + interval, time.monotonic())
             try:
                 self.run_once(job)
             except Exception as exc:  # the database or broker may be away; the next pass tries
