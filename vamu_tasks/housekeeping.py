@@ -114,14 +114,14 @@ class Housekeeper:
         self,
         container: Container,
         lease: LeaderLease,
-        jobs: Sequence[Periodic] = tuple(PERIODIC),
+        jobs: Sequence[Periodic] | None = None,  # default: PERIODIC as it is now
         *,
         lease_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.container = container
         self.lease = lease
-        self.jobs = list(jobs)
+        self.jobs = list(PERIODIC if jobs is None else jobs)
         self.lease_s = container.settings.housekeeping_lease_s if lease_s is None else lease_s
         self._clock = clock
         # Until when this process may act as leader: the start of its last successful renewal
