@@ -59,6 +59,10 @@ class ConfigurationError(InternalError):
     default_message = "The process configuration is incomplete; see the message for the setting."
 
 
+# Inside `Container` the name `redis` is its field; annotations there use this alias.
+RedisClient = redis.Redis
+
+
 @dataclass
 class Container:
     settings: Settings
@@ -120,6 +124,15 @@ class Container:
                 elif isinstance(provider, AnthropicProvider):
                     self._batch_api = AnthropicBatches(provider)
             return self._batch_api
+
+    def app_redis(self) -> RedisClient:
+        """The app Redis (VAMU_REDIS_URL) this process shares: the transports' client, or one
+        built the same way on first use (the housekeeping lease needs it on any notify worker)."""
+        with self._lock:
+            if self.redis is None:
+                self.redis = redis.Redis.from_url(self.settings.redis_url)
+                self._closers.append(self.redis.close)
+            return self.redis
 
     def close(self) -> None:
         for close in reversed(self._closers):

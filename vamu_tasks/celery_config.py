@@ -7,7 +7,7 @@ from typing import Any
 from kombu import Exchange, Queue
 
 from vamu_tasks import embedded_broker, redis_transport
-from vamu_tasks.features import BATCH_TASK, FEATURES, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
+from vamu_tasks.features import BATCH_TASK, FEATURES, NOTIFY_QUEUE, REAP_TASK
 from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
 
@@ -96,23 +96,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_task_log_format": TASK_LOG_FORMAT,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "beat_schedule": {
-            "sweep-notification-outbox": {
-                "task": SWEEP_TASK,
-                "schedule": settings.outbox_sweep_interval_s,
-                "options": {"queue": NOTIFY_QUEUE, "expires": settings.outbox_sweep_interval_s},
-            },
-            "reap-orphaned-jobs": {
-                "task": REAP_TASK,
-                "schedule": settings.reaper_interval_s,
-                "options": {"queue": NOTIFY_QUEUE, "expires": settings.reaper_interval_s},
-            },
-            "batch-tier": {
-                "task": BATCH_TASK,
-                "schedule": settings.batch_poll_interval_s,
-                "options": {"queue": NOTIFY_QUEUE, "expires": settings.batch_poll_interval_s},
-            },
-        },
+        # No beat schedule: the reaper and the outbox sweep run in process in the notify worker
+        # that holds the housekeeping lease (vamu_tasks/housekeeping.py), not as a task a tick.
     }
     if settings.effective_broker_url.startswith("redis://"):
         # kombu's transport, except that a lost connection does not kill the worker. Not for

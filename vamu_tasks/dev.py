@@ -225,7 +225,7 @@ def start(spec: ProcessSpec, env: dict[str, str], output: Output) -> Running:
         errors="replace",
         # Its own process group: Ctrl-C reaches only this command, which then stops each
         # process once, in order; and a process that will not stop can be killed with its
-        # children (the notify worker's embedded beat) by its group, whose id is its PID.
+        # children (a prefork pool, if asked for) by its group, whose id is its PID.
         start_new_session=True,
     )
     running = Running(spec, process)
@@ -295,7 +295,7 @@ def stop_all(processes: list[Running], stop: StopRequest, timeout_s: float, outp
                 running.process.wait()
                 break
             time.sleep(0.1)
-    # Whatever is left in the groups of the processes we started (the notify worker's beat,
+    # Whatever is left in the groups of the processes we started (pool children,
     # if its worker was killed): each group's id is the PID of the process we started.
     for running in processes:
         _kill_group(running.process.pid)

@@ -90,6 +90,14 @@ SPEND_BUDGET = Gauge(
     ["scope"],
     multiprocess_mode="max",
 )
+HOUSEKEEPING_LEADER = Gauge(
+    "vamu_housekeeping_leader", "1 while this process holds the housekeeping lease, else 0"
+)
+HOUSEKEEPING_RUNS = Counter(
+    "vamu_housekeeping_runs_total",
+    "Housekeeping passes this process ran (outcome: nothing, found, error)",
+    ["job", "outcome"],
+)
 
 
 BATCH_JOBS = Counter(

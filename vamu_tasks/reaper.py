@@ -11,13 +11,16 @@ A copy of a job that does run finds it running or ended and does nothing, so a r
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
 
-from vamu_tasks.features import FEATURES
+from vamu_tasks.features import FEATURES, FeatureSpec
 from vamu_tasks.ports import BrokerInventory, JobStore
 from vamu_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
 
 Found = list[tuple[uuid.UUID, str]]
 
@@ -63,3 +66,23 @@ def lost_messages(
     if held is None:
         return []
     return store.claim_unstarted([i for i in missing if str(i) not in held], hold_s)
+
+
+def resend_orphans(
+    store: JobStore,
+    settings: Settings,
+    inventory: BrokerInventory | None,
+    send: Callable[[FeatureSpec, uuid.UUID], object],
+) -> int:
+    """One reaper pass: find the jobs nobody will run and send each again; how many.
+
+    Safe to run twice at once (two leaders for a moment, a manual `vamu.jobs.reap`): each job is
+    claimed in the same transaction that finds it (`FOR UPDATE SKIP LOCKED`), so only one pass
+    sends it, and a copy that does arrive twice finds the job running or ended.
+    """
+    found = reap(store, settings, inventory)
+    for job_id, feature in found:
+        send(FEATURES[feature], job_id)  # type: ignore[index]
+    if found:
+        log.warning("reaper re-sent %d orphaned or overdue job(s)", len(found))
+    return len(found)

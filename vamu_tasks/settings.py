@@ -103,6 +103,12 @@ class Settings(BaseSettings):
     # be asked, or a backlog too long to read): send it again.
     stale_queued_s: float = 120.0
     task_time_limit_s: int = 300
+    # Housekeeping (the reaper, the outbox sweep): every notify worker contends for one lease in
+    # VAMU_REDIS_URL and only its holder runs them. A dead holder's lease runs out after this
+    # long; the others try every third of it, so one takes over within 4/3 of it.
+    housekeeping_lease_s: float = 3.0
+    # The lease key is "<VAMU_BROKER_KEY_PREFIX><this>:leader", one per deployment.
+    housekeeping_key: str = "vamu:housekeeping"
 
     notify: Annotated[list[TransportName], NoDecode] = Field(default_factory=_log_only)
     socketio_key: str = "socket.io"

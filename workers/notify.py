@@ -1,4 +1,9 @@
-"""`python -m workers.notify`: a Celery worker for the notify queue, with the outbox sweeper."""
+"""`python -m workers.notify`: a Celery worker for the notify queue, with housekeeping.
+
+Housekeeping (the reaper, the outbox sweep) runs in whichever notify worker holds the
+housekeeping lease (vamu_tasks/housekeeping.py); start as many as you like. `--no-beat` keeps
+this one out of it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,6 @@ from vamu_tasks.settings import Settings
 
 
 def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
-    schedule = (settings.data_dir / "celerybeat-schedule").resolve()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     return [
         "worker",
         "--queues",
@@ -23,24 +26,20 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "notify@%h",
         "--loglevel",
         "INFO",
-        # Embedded beat runs the outbox sweep; with several notify workers, give it to one
-        # (`--no-beat` on the others) or run `celery -A vamu_tasks beat` on its own.
-        "--beat",
-        "--schedule",
-        str(schedule),
         *extra,
     ]
 
 
 def main(argv: list[str] | None = None) -> None:
     from vamu_tasks.app import app
+    from vamu_tasks.housekeeping import run_in_this_worker
 
     args = list(sys.argv[1:] if argv is None else argv)
-    argv_ = worker_argv(Settings(), [a for a in args if a != "--no-beat"])
-    if "--no-beat" in args:
-        i = argv_.index("--beat")
-        del argv_[i : i + 3]
-    app.worker_main(argv_)
+    # `--no-beat` (the name from when housekeeping ran in Celery's embedded beat): no
+    # housekeeping in this worker. Without it, this worker contends for the lead.
+    if "--no-beat" not in args:
+        run_in_this_worker()
+    app.worker_main(worker_argv(Settings(), [a for a in args if a != "--no-beat"]))
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Every test gets a `Rig`: its own PostgreSQL database (migrated), its own broker key prefix, BullMQ
 queue names and Socket.IO key on the machine's Redis (or on a Redis of its own), its own fake LLM
 (0.2 s per answer), fake NestJS API and webhook receiver, and the processes it asks for: the
-bridge (`python -m workers.bridge`), the notify worker with beat (`python -m workers.notify`: the
-reaper every 2 s and the outbox sweep) and LLM workers (`python -m celery -A vamu_tasks worker`,
+bridge (`python -m workers.bridge`), the notify worker with housekeeping (`python -m
+workers.notify`: the reaper every 2 s and the outbox sweep, run by whichever notify worker holds
+the housekeeping lease) and LLM workers (`python -m celery -A vamu_tasks worker`,
 threads or prefork). Jobs go in through the bridge from the Node producer
 (`tests/chaos/node/producer.js`). The counts come from PostgreSQL, BullMQ (the producer's view),
 the Socket.IO client, the webhook receiver and the fake LLM's request log.
@@ -274,14 +275,15 @@ class Rig:
         self.procs.append(proc)
         return proc
 
-    def bridge(self, env: dict[str, str] | None = None) -> Proc:
-        return self._proc("bridge", [sys.executable, "-m", "workers.bridge"], "bridge ready", env)
+    def bridge(self, env: dict[str, str] | None = None, name: str = "bridge") -> Proc:
+        return self._proc(name, [sys.executable, "-m", "workers.bridge"], "bridge ready", env)
 
-    def notify_worker(self, env: dict[str, str] | None = None) -> Proc:
-        """`python -m workers.notify`: deliveries, plus beat (reaper and outbox sweep)."""
-        return self._proc("notify", [sys.executable, "-m", "workers.notify", "--hostname",
-                                     f"notify-{self.tag}@%h", "--without-gossip",
-                                     "--without-mingle"], " ready.", env)
+    def notify_worker(self, env: dict[str, str] | None = None, name: str = "notify") -> Proc:
+        """`python -m workers.notify`: deliveries, plus housekeeping (the reaper and the outbox
+        sweep) while it holds the housekeeping lease."""
+        return self._proc(name, [sys.executable, "-m", "workers.notify", "--hostname",
+                                 f"{name}-{self.tag}@%h", "--without-gossip",
+                                 "--without-mingle"], " ready.", env)
 
     def llm_worker(self, name: str, *, pool: str = "threads", concurrency: int = 8,
                    env: dict[str, str] | None = None, loglevel: str = "INFO") -> Proc:

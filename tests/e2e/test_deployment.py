@@ -104,7 +104,8 @@ def test_the_composed_workers_run_a_job_and_sweep_the_outbox(stack: Stack, fake_
         stack.store.start_attempt(lost.id)
         note = Notification(event_id_for(lost.id, "inspiration-ready"), "inspiration-ready",
                             "u-ada", lost.id, {"jobId": str(lost.id)})
-        # Committed, never enqueued: only the notify worker's beat sweep can deliver it.
+        # Committed, never enqueued: only the outbox sweep (housekeeping in the notify worker)
+        # can deliver it.
         stack.store.succeed(lost.id, {"ideas": []}, Spend(), [note])
         delivered = stack.webhook.wait_for(lambda d: d["id"] == str(note.id), timeout=20)
         assert delivered["data"] == {"jobId": str(lost.id)}

@@ -8,6 +8,10 @@ and the notifications it commits go through the stack's real Celery worker, to t
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -25,7 +29,7 @@ from pydantic import SecretStr
 from tests.conftest import API_TOKEN, LLM_KEY, Stack
 from tests.support.cli import vamu as run_cli
 from tests.support.services import free_port
-from tests.support.worker import WorkerProcess, wait_for_job
+from tests.support.worker import wait_for_job
 from vamu_tasks.batches.policy import BatchPolicy
 from vamu_tasks.batches.service import BatchConfig, BatchDeps, TickReport, tick
 from vamu_tasks.context.http import HttpNestApiClient
@@ -365,7 +369,8 @@ def test_the_cli_refuses_batch_on_the_offline_provider_and_creates_no_job(tier: 
 def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_job_once(
     tier: Tier, tmp_path: Path
 ):
-    # A notify worker whose beat runs the tier every half second, on its own broker keys.
+    # Notify workers (`python -m workers.notify`): the one leading housekeeping runs the tier
+    # every half second, on its own broker keys (and so its own housekeeping lease).
     env = {
         **tier.s.env,
         "VAMU_LLM_PROVIDER": tier.vendor,
@@ -375,40 +380,28 @@ def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_j
         "VAMU_BATCH_MAX_WAIT_S": "0",
         "VAMU_BATCH_POLL_INTERVAL_S": "0.5",
     }
-
-    def notify_worker(name: str) -> WorkerProcess:
-        extra = ("--beat", "--schedule", str(tmp_path / f"beat-{name}"))
-        return WorkerProcess(
-            env, queues="notify", log_path=tmp_path / f"{name}.log", name=name, extra=extra
-        )
-
     ids = [tier.submit(user) for user in ("u-ada", "u-bruno", "u-chioma", "u-ada")]
-    first = notify_worker("first").start()
+    first = NotifyWorker(env, tmp_path, "first")
     try:
-        wait_until(
-            lambda: (
-                {tier.job(i).batch_id for i in ids} != {None}
-                and len(tier.s.llm.batches.custom_ids()) >= 1
-            ),
-            "the batch was sent",
-        )
-        wait_until(lambda: all(tier.job(i).batch_id for i in ids), "every job was sent")
-        assert first.process is not None
-        first.process.kill()  # SIGKILL: no shutdown, the batch is out
+        wait_until(lambda: batch_status(tier) == "submitted", "the vendor has the batch")
+        first.process.kill()  # SIGKILL: no shutdown, the batch is out, the lease left to expire
         first.process.wait(10)
     finally:
         first.stop()
     assert {tier.job(i).status for i in ids} == {"batched"}
 
     tier.s.llm.complete_batches()
-    with notify_worker("second"):
+    second = NotifyWorker(env, tmp_path, "second")
+    try:
         for job_id in ids:
-            assert wait_for_job(tier.s.store, job_id).status == "succeeded"
+            assert wait_for_job(tier.s.store, job_id, timeout=60).status == "succeeded"
             tier.s.webhook.wait_for(lambda d, j=job_id: d["data"].get("jobId") == str(j))
         time.sleep(1.5)  # three more passes: a second commit or send would show now
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as scraped:
             metrics = scraped.read().decode()
+    finally:
+        second.stop()
 
     assert [tier.events(i) for i in ids] == [["inspiration-ready"]] * len(ids)
     assert sum(len(lines) for lines in tier.s.llm.batches.custom_ids().values()) == len(ids)
@@ -416,6 +409,46 @@ def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_j
     # The second worker committed them all, and says so.
     committed = f'vamu_batch_jobs_total{{outcome="committed",provider="{tier.vendor}"}} 4.0'
     assert committed in metrics
+    assert "Task vamu.batches.tick" not in second.log.read_text()  # in process, not a task
+
+
+def batch_status(tier: Tier) -> str | None:
+    with tier.db.engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT status FROM llm_batches WHERE status <> 'ended' ORDER BY created_at")
+        ).scalar()
+
+
+class NotifyWorker:
+    """`python -m workers.notify` (housekeeping on), stopped by its PID."""
+
+    def __init__(self, env: dict[str, str], tmp: Path, name: str) -> None:
+        self.log = tmp / f"{name}.log"
+        with open(self.log, "wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "workers.notify",
+                    "--hostname",
+                    f"{name}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                ],
+                env={**os.environ, **env},
+                cwd=tmp,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

@@ -42,6 +42,12 @@ class BatchConfig:
     # A `submitting` batch older than this was never sent (its sender died).
     submit_lease_s: float = 300.0
 
+    @property
+    def poll_lease_s(self) -> float:
+        """How long a poll holds its batch: a poller that died is replaced after this. Another
+        pass settling the same batch meanwhile would be harmless (each answer settles once)."""
+        return max(10.0, 2 * self.poll_interval_s)
+
 
 @dataclass
 class BatchDeps:
@@ -150,7 +156,7 @@ def collect(deps: BatchDeps, report: TickReport) -> bool:
 def poll(deps: BatchDeps, report: TickReport) -> None:
     """Read the batches due for a poll; settle the ended ones."""
     cfg = deps.config
-    for batch_id, vendor_id in deps.batches.claim_polls(lease_s=cfg.submit_lease_s):
+    for batch_id, vendor_id in deps.batches.claim_polls(lease_s=cfg.poll_lease_s):
         try:
             state = deps.api.state(vendor_id)
             if not state.ended:

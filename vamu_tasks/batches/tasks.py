@@ -1,4 +1,6 @@
-"""The Celery entry point of the batch tier: one pass of `service.tick`, run by the beat."""
+"""One pass of the batch tier (`service.tick`) in a worker: the housekeeping leader runs
+`batch_pass` every VAMU_BATCH_POLL_INTERVAL_S (vamu_tasks/housekeeping.py); the task
+`vamu.batches.tick` runs one by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ import logging
 import uuid
 from typing import Any
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
 
 from vamu_tasks.batches.service import BatchConfig, BatchDeps, tick
 from vamu_tasks.bootstrap import Container, get_container
@@ -18,7 +20,7 @@ from vamu_tasks.task_runner import INLINE_TRANSPORTS, deliver_inline, dispatch_n
 log = logging.getLogger(__name__)
 
 
-def batch_deps(container: Container, task: Task[Any, Any]) -> BatchDeps | None:
+def batch_deps(container: Container, app: Celery) -> BatchDeps | None:
     """What a pass needs, from the process's container; None without a batch-capable provider."""
     api = container.batch_api()
     if api is None or container.batches is None:
@@ -28,7 +30,7 @@ def batch_deps(container: Container, task: Task[Any, Any]) -> BatchDeps | None:
     def notify(event_ids: list[uuid.UUID]) -> None:
         if s.notify_inline and INLINE_TRANSPORTS & container.transports.keys():
             event_ids = deliver_inline(container, event_ids)
-        dispatch_notifications(task.app, event_ids)
+        dispatch_notifications(app, event_ids)
 
     spend = container.spend_budget
     return BatchDeps(
@@ -36,7 +38,7 @@ def batch_deps(container: Container, task: Task[Any, Any]) -> BatchDeps | None:
         jobs=container.store,
         api=api,
         context=container.context,
-        sender=CelerySender(task.app),
+        sender=CelerySender(app),
         notify=notify,
         config=BatchConfig(
             max_jobs=s.batch_max_jobs,
@@ -51,13 +53,14 @@ def batch_deps(container: Container, task: Task[Any, Any]) -> BatchDeps | None:
     )
 
 
-@shared_task(bind=True, name=BATCH_TASK)
-def batch_tick(self: Task[Any, Any]) -> dict[str, int]:
-    """Collect waiting jobs into vendor batches, poll the batches out, settle the ended ones."""
-    container = get_container()
-    deps = batch_deps(container, self)
+def batch_pass(container: Container) -> int:
+    """Collect waiting jobs into vendor batches, poll the batches out, settle the ended ones;
+    how many jobs it sent, ended or moved (0: nothing, and nothing is logged)."""
+    from vamu_tasks.app import app
+
+    deps = batch_deps(container, app)
     if deps is None:
-        return {}
+        return 0
     report = tick(deps)
     provider = deps.api.name
     for outcome, count in [
@@ -83,10 +86,10 @@ def batch_tick(self: Task[Any, Any]) -> dict[str, int]:
             report.to_sync,
             report.discarded,
         )
-    return {
-        "submitted": len(report.submitted),
-        "committed": report.committed,
-        "failed": report.failed,
-        "to_sync": report.to_sync,
-        "discarded": report.discarded,
-    }
+    return report.jobs_submitted + report.committed + report.failed + report.to_sync
+
+
+@shared_task(bind=True, name=BATCH_TASK)
+def batch_tick(self: Task[Any, Any]) -> int:
+    """One pass of the batch tier, by hand (`celery -A vamu_tasks call vamu.batches.tick`)."""
+    return batch_pass(get_container())

@@ -11,12 +11,9 @@ from celery.exceptions import MaxRetriesExceededError
 from pydantic import BaseModel
 
 from vamu_tasks.bootstrap import get_container
-from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE, REAP_TASK, SWEEP_TASK
-from vamu_tasks.metrics import NOTIFICATIONS
+from vamu_tasks.features import DELIVER_TASK, REAP_TASK, SWEEP_TASK
 from vamu_tasks.notify.service import deliver as deliver_notification
-from vamu_tasks.otel import provider as otel
 from vamu_tasks.retry_policy import RetryPolicy
-from vamu_tasks.task_runner import event_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -52,40 +49,20 @@ def deliver(self: Task[Any, Any], ref: EventRef) -> list[str]:
         return list(report.delivered)
 
 
+# The two housekeeping passes as tasks, for running one by hand (`app.send_task(...)`) and for
+# messages an older version's beat left in the queue; the notify worker holding the
+# housekeeping lease runs the same functions in process (vamu_tasks/housekeeping.py).
 @shared_task(bind=True, name=SWEEP_TASK)
 def sweep_outbox(self: Task[Any, Any]) -> int:
     """Re-send notifications whose job committed but whose delivery never happened."""
-    container = get_container()
-    given_up = container.store.give_up_notifications(container.settings.outbox_give_up_after_s)
-    if given_up:
-        NOTIFICATIONS.labels("any", "given_up").inc(given_up)
-        log.error(
-            "gave up %d notification(s) undelivered for %gs; see notification_outbox.last_error",
-            given_up,
-            container.settings.outbox_give_up_after_s,
-        )
-    ids = container.store.claim_stale_notifications(container.settings.outbox_stale_after_s)
-    with otel.detached():
-        for event_id in ids:
-            self.app.send_task(DELIVER_TASK, kwargs=event_kwargs(event_id), queue=NOTIFY_QUEUE)
-    if ids:
-        log.info("outbox sweep re-sent %d notification(s)", len(ids))
-    return len(ids)
+    from vamu_tasks.housekeeping import sweep_outbox as sweep
+
+    return sweep(get_container())
 
 
 @shared_task(bind=True, name=REAP_TASK)
 def reap_jobs(self: Task[Any, Any]) -> int:
     """Hand out again the jobs whose worker died (lease ran out) and overdue retries."""
-    from vamu_tasks.features import FEATURES
-    from vamu_tasks.reaper import reap
-    from vamu_tasks.sender import CelerySender
+    from vamu_tasks.housekeeping import reap_jobs as reap
 
-    container = get_container()
-    found = reap(container.store, container.settings, container.broker_inventory)
-    sender = CelerySender(self.app)
-    with otel.detached():
-        for job_id, feature in found:
-            sender.send(FEATURES[feature], job_id)  # type: ignore[index]
-    if found:
-        log.warning("reaper re-sent %d orphaned or overdue job(s)", len(found))
-    return len(found)
+    return reap(get_container())
