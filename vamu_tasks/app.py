@@ -75,14 +75,16 @@ def _check_configuration(**_: Any) -> None:
 
 
 def _serve_metrics(settings: Any) -> None:
-    from vamu_tasks import metrics
+    from vamu_tasks import metrics, redis_clients
     from vamu_tasks.features import FEATURES, NOTIFY_QUEUE
 
     collectors = []
     if settings.broker_kind == "redis":
         queues = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
         read = metrics.redis_queue_depths(
-            settings.effective_broker_url, queues, settings.broker_key_prefix or ""
+            redis_clients.broker_redis(settings, socket_timeout=2),
+            queues,
+            settings.broker_key_prefix or "",
         )
         collectors.append(
             metrics.QueueDepthCollector("vamu_celery_queue_depth", "Tasks waiting", read)

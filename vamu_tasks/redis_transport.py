@@ -12,7 +12,9 @@ acknowledges on that closed channel and crashes the worker the same way.
 Nothing is lost by skipping either: the messages are still in Redis's `unacked` hash, and the
 visibility-timeout sweep puts them back in their queues (within `VAMU_BROKER_VISIBILITY_
 TIMEOUT_S`), where a copy of an ended job does nothing. Used for `redis://` brokers through
-Celery's `broker_transport`.
+Celery's `broker_transport`, and in its Sentinel form (`SentinelTransport`, the same QoS on
+kombu's Sentinel channel) for brokers reached through Redis Sentinel, where a failover drops
+the connection the same way.
 """
 
 from __future__ import annotations
@@ -70,4 +72,13 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelChannel(kombu_redis.SentinelChannel):
+    QoS = QoS
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
