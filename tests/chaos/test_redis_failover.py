@@ -1,0 +1,286 @@
+"""9. Redis failover through Sentinel: the primary SIGKILLed mid-run, a replica promoted, 0 lost.
+
+The test runs a Redis primary and one replica (`--replicaof`, both with a password, AOF with
+`appendfsync always`) and three Sentinels (`redis-server <conf> --sentinel`, quorum 2,
+`down-after-milliseconds` 1000), all on free local ports. Every process gets
+`VAMU_REDIS_SENTINELS`; `VAMU_BROKER_URL` and `VAMU_REDIS_URL` still name the first primary, whose
+address stops mattering: only their database numbers and password are used. The Node producer
+and the Socket.IO server use ioredis with the same Sentinels, as NestJS would.
+
+The producer adds 300 jobs (one in six a chat message) at 25 a second; 4 s in, the primary is
+SIGKILLed and never comes back. The Sentinels promote the replica; nobody restarts the bridge,
+the workers, the producer or the Socket.IO server.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.chaos.conftest import (
+    USERS,
+    Producer,
+    bullmq_counts,
+    socket_counts,
+    start_all,
+    wait_until,
+)
+from tests.support.services import free_port
+from tests.support.socketio import SocketIOListener
+
+pytestmark = pytest.mark.timeout(240)
+
+JOBS = 300
+RATE = 25.0
+KILL_AFTER_S = 4.0
+MASTER = "vamu-chaos"
+PASSWORD = "failover-pw-41c7"
+
+
+class RedisServer:
+    """One redis-server (data node or Sentinel) of the test's own, stopped by its PID."""
+
+    def __init__(self, name: str, directory: Path, argv: list[str]) -> None:
+        self.name = name
+        self.directory = directory
+        self.argv = argv
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / f"{self.name}.log", "ab") as log:
+            self.process = subprocess.Popen(self.argv, cwd=self.directory, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        return self
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class SentinelCluster:
+    """A primary, a replica and three Sentinels watching them, all on 127.0.0.1."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.primary_port, self.replica_port = free_port(), free_port()
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        data = ["--bind", "127.0.0.1", "--appendonly", "yes", "--appendfsync", "always",
+                "--save", "", "--requirepass", PASSWORD, "--masterauth", PASSWORD]
+        self.primary = RedisServer("primary", directory / "primary", [
+            "redis-server", "--port", str(self.primary_port), *data])
+        self.replica = RedisServer("replica", directory / "replica", [
+            "redis-server", "--port", str(self.replica_port), *data,
+            "--replicaof", "127.0.0.1", str(self.primary_port)])
+        self.sentinels = [RedisServer(f"sentinel-{port}", directory / f"sentinel-{port}", [
+            "redis-server", str(directory / f"sentinel-{port}" / "sentinel.conf"), "--sentinel"])
+            for port in self.sentinel_ports]
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", port) for port in self.sentinel_ports]
+
+    @property
+    def env_value(self) -> str:
+        return ",".join(f"{host}:{port}" for host, port in self.addresses)
+
+    def url(self, port: int, db: int) -> str:
+        return f"redis://:{PASSWORD}@127.0.0.1:{port}/{db}"
+
+    def start(self) -> SentinelCluster:
+        self.primary.start()
+        self.replica.start()
+        replica = redis.Redis(port=self.replica_port, password=PASSWORD)
+        try:
+            assert wait_until(lambda: _info(replica).get("master_link_status") == "up", 30), \
+                "the replica did not sync with the primary"
+        finally:
+            replica.close()
+        for port, server in zip(self.sentinel_ports, self.sentinels, strict=True):
+            server.directory.mkdir(parents=True, exist_ok=True)
+            (server.directory / "sentinel.conf").write_text(
+                f"port {port}\nbind 127.0.0.1\ndir {server.directory}\n"
+                f"sentinel monitor {MASTER} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel auth-pass {MASTER} {PASSWORD}\n"
+                f"sentinel down-after-milliseconds {MASTER} 1000\n"
+                f"sentinel failover-timeout {MASTER} 10000\n"
+                f"sentinel parallel-syncs {MASTER} 1\n")
+            server.start()
+        # Ready when every Sentinel knows the replica and the two other Sentinels.
+        assert wait_until(self._all_sentinels_know_each_other, 30), "Sentinels not ready"
+        return self
+
+    def _all_sentinels_know_each_other(self) -> bool:
+        for _, port in self.addresses:
+            client = redis.Redis(port=port, decode_responses=True)
+            try:
+                master = client.execute_command("SENTINEL", "MASTER", MASTER)
+                fields = dict(zip(master[::2], master[1::2], strict=True)) \
+                    if isinstance(master, list) else master
+                if int(fields["num-slaves"]) < 1 or int(fields["num-other-sentinels"]) < 2:
+                    return False
+            except (redis.RedisError, KeyError):
+                return False
+            finally:
+                client.close()
+        return True
+
+    def primary_port_now(self) -> int | None:
+        """The primary's port as a majority of the Sentinels name it."""
+        seen: list[int] = []
+        for _, port in self.addresses:
+            client = redis.Redis(port=port, socket_timeout=1)
+            try:
+                answer = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", MASTER)
+                seen.append(int(answer[1]))
+            except (redis.RedisError, TypeError, IndexError):
+                pass
+            finally:
+                client.close()
+        best = max(set(seen), key=seen.count, default=None)
+        return best if best is not None and seen.count(best) >= 2 else None
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            server.stop()
+
+
+def _info(client: redis.Redis) -> dict[str, str]:
+    try:
+        return {k: str(v) for k, v in client.info("replication").items()}
+    except redis.RedisError:
+        return {}
+
+
+@pytest.fixture
+def sentinel_cluster(tmp_path: Path) -> Iterator[SentinelCluster]:
+    cluster = SentinelCluster(tmp_path / "sentinel-cluster")
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def test_a_redis_failover_mid_run_is_followed_by_every_process_without_a_restart(
+    sentinel_cluster, make_rig, figures
+):
+    cluster = sentinel_cluster
+    rig = make_rig(
+        # The test's own clean-up and counts read the node that survives.
+        redis_base=f"redis://:{PASSWORD}@127.0.0.1:{cluster.replica_port}",
+        VAMU_BROKER_URL=cluster.url(cluster.primary_port, 11),
+        VAMU_REDIS_URL=cluster.url(cluster.primary_port, 12),
+        VAMU_REDIS_SENTINELS=cluster.env_value,
+        VAMU_REDIS_SENTINEL_MASTER=MASTER,
+    )
+    bridge, notify = rig.bridge(), rig.notify_worker()
+    worker = rig.llm_worker("threads", concurrency=16)
+    start_all(bridge, notify, worker)
+    room = SocketIOListener(rig.env["VAMU_REDIS_URL"], USERS, key=rig.env["VAMU_SOCKETIO_KEY"],
+                            sentinels=cluster.addresses, sentinel_master=MASTER)
+    room.__enter__()
+    try:
+        # attempts: what a NestJS producer on a Redis that can fail over sets; a job whose
+        # hand-over to Celery met the failover is offered again instead of failing.
+        opts = {"attempts": 5, "backoff": {"type": "fixed", "delay": 1000}}
+        jobs = [rig.chat(opts=opts) if i % 6 == 5 else rig.inspiration(opts=opts)
+                for i in range(JOBS)]
+        producer = Producer({
+            "redis": rig.env["VAMU_REDIS_URL"], "prefix": "bull",
+            "queue": rig.env["VAMU_BULLMQ_QUEUE"], "jobs": jobs, "ratePerSec": RATE,
+            "wait": True, "timeoutMs": 150_000,
+            "sentinels": [list(a) for a in cluster.addresses], "sentinelMaster": MASTER,
+        }, 210)
+        t0 = time.monotonic()
+        time.sleep(KILL_AFTER_S)
+        rows_at_kill = rig.query("SELECT count(*) FROM ai_jobs")[0][0]
+        added_at_kill = producer.added_count
+        cluster.primary.kill()
+        killed_at = time.monotonic()
+        assert wait_until(lambda: cluster.primary_port_now() == cluster.replica_port, 60,
+                          interval=0.05), "the Sentinels did not promote the replica"
+        promoted_s = time.monotonic() - killed_at
+        # The rig's own look into the broker (rig.stuck) reads the new primary; the processes
+        # were started with the old URL and keep it.
+        rig.env["VAMU_BROKER_URL"] = cluster.url(cluster.replica_port, 11)
+        rows_at_promotion = rig.query("SELECT count(*) FROM ai_jobs")[0][0]
+        # A row created after the promotion: the bridge takes jobs from the new primary.
+        assert wait_until(lambda: rig.query("SELECT count(*) FROM ai_jobs")[0][0]
+                          > rows_at_promotion, 60, interval=0.05)
+        bridge_back_s = time.monotonic() - killed_at
+
+        def worker_took_a_task_after_losing_the_broker() -> bool:
+            log = worker.log_text()
+            lost = log.rfind("Connection to broker lost")
+            return lost >= 0 and "Task vamu." in log[lost:]
+
+        assert wait_until(worker_took_a_task_after_losing_the_broker, 60, interval=0.05)
+        worker_back_s = time.monotonic() - killed_at
+
+        outcomes = producer.result()
+        mixed = {"inspiration": JOBS - JOBS // 6, "chatbot": JOBS // 6}
+        counts = rig.wait_jobs_end(JOBS, timeout=120, idle_s=30)
+        wait_until(lambda: rig.query("SELECT count(*) FROM notification_outbox "
+                                     "WHERE delivered_at IS NULL")[0][0] == 0, 60)
+        time.sleep(1.5)
+        events = room.events
+    finally:
+        room.__exit__(None, None, None)
+
+    per_job = {t: len(r) for t, r in rig.llm_requests_by_token().items()}
+    features = dict(rig.query("SELECT feature, count(*) FROM ai_jobs GROUP BY feature"))
+    new_primary = redis.Redis.from_url(cluster.url(cluster.replica_port, 12))
+    created = int(new_primary.get(f"bull:{rig.env['VAMU_BULLMQ_QUEUE']}:id") or 0)
+    role = new_primary.info("replication")["role"]
+    new_primary.close()
+    procs = (bridge, notify, worker)
+    figures.update({
+        "jobs": JOBS, "rate_per_s": RATE, "rows_when_killed": rows_at_kill,
+        "jobs_added_when_killed": added_at_kill,
+        "replica_promoted_s_after_kill": round(promoted_s, 1),
+        "bridge_consuming_again_s_after_kill": round(bridge_back_s, 1),
+        "llm_worker_consuming_again_s_after_kill": round(worker_back_s, 1),
+        "seconds": round(time.monotonic() - t0, 1),
+        **bullmq_counts(outcomes),
+        "bullmq_jobs_retried": sum(1 for o in outcomes if o.get("attemptsMade", 0) > 1),
+        "bullmq_jobs_created": created,
+        "bullmq_jobs_matched_by_request_id": bridge.log_text().count(" matched as job "),
+        "rows": sum(counts.values()), "rows_per_feature": features,
+        **{f"status_{k}": v for k, v in sorted(counts.items())},
+        "lost": JOBS - counts["succeeded"],
+        "stuck": rig.stuck() if counts["succeeded"] != JOBS else {},
+        "duplicates": rig.duplicates(),
+        "jobs_executed_twice": sum(1 for n in per_job.values() if n > 1),
+        "jobs_with_attempts_gt_1": sum(1 for r in rig.jobs() if r.attempts > 1),
+        "reaper_resends": notify.log_text().count("reaper re-sent"),
+        **socket_counts(events, ("inspiration-ready", "chat-reply-ready")),
+        **rig.webhook_counts(),
+        "new_primary_role": role,
+        "processes_alive_at_end": all(p.alive for p in procs),
+    })
+
+    assert figures["processes_alive_at_end"], [p.name for p in procs if not p.alive]
+    assert role == "master"
+    assert figures.get("bullmq_completed") == JOBS, [o for o in outcomes
+                                                     if o["state"] != "completed"][:5]
+    assert features == mixed
+    assert all(v == 0 for v in figures["duplicates"].values()), figures["duplicates"]
+    assert counts["failed"] == 0
+    assert counts["succeeded"] == JOBS, figures["stuck"]
+    assert figures["socketio_distinct"] == JOBS
+    assert figures["webhook_distinct_ids"] == JOBS
