@@ -3,9 +3,9 @@
 Without `VAMU_REDIS_SENTINELS` a client connects to the server its URL names, as before. With
 it, a `redis://` (or `rediss://`) URL names only a database number, a user and a password: the
 client asks the Sentinels which server is the primary of `VAMU_REDIS_SENTINEL_MASTER` and
-connects there. redis-py's `SentinelConnectionPool` asks again on every new connection, and a
-connection that meets a demoted primary (a READONLY reply) drops itself, so after a failover
-the next command (or its retry) reaches the new primary without a restart. A `sentinel://` URL
+connects there. It asks again whenever a connection (re)connects, and a connection that meets
+a demoted primary (a READONLY reply) drops itself, so after a failover the next command (or
+its retry) reaches the new primary without a restart. A `sentinel://` URL
 (kombu's form: `sentinel://:password@host:26379/0;sentinel://host2:26379`) names its Sentinels
 itself.
 
@@ -30,12 +30,54 @@ import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.retry import Retry
 
 from vamu_tasks.settings import Settings
 
 SENTINEL_DEFAULT_PORT = 26379
 # How long a Sentinel may take to answer "who is the primary?" before the next one is asked.
 SENTINEL_SOCKET_TIMEOUT_S = 2.0
+# A command that meets a failover is retried every 0.2 s to 1 s for about 8 s, each retry asking
+# the Sentinels: a failover takes `down-after-milliseconds` plus a second or two. Longer, the
+# caller sees a ConnectionError, as for any Redis outage.
+FAILOVER_RETRIES = 10
+
+
+def _failover_backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=1.0, base=0.1)
+
+
+class SentinelConnection(redis.sentinel.SentinelManagedConnection):
+    """redis-py's Sentinel connection, except that a reconnect asks the Sentinels again.
+
+    redis-py 8.1 asks them only in `connect()`; a connection dropped under a command reconnects
+    in `send_packed_command` to the address it had (redis/redis-py#3874), so a command retried
+    after the primary died dials the dead primary until its retries run out: 58 s for a BullMQ
+    wait of the bridge, whose workers stopped taking jobs for as long (found by
+    tests/chaos/test_redis_failover.py).
+    """
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self._sock:
+            self.connect()  # type: ignore[no-untyped-call]
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+class SentinelSSLConnection(SentinelConnection, redis.SSLConnection):
+    pass
+
+
+class AsyncSentinelConnection(redis.asyncio.sentinel.SentinelManagedConnection):
+    """The asyncio form of `SentinelConnection`."""
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
+        await super().send_packed_command(command, check_health)
+
+
+class AsyncSentinelSSLConnection(AsyncSentinelConnection, redis.asyncio.SSLConnection):
+    pass
 
 
 @dataclass(frozen=True)
@@ -55,8 +97,6 @@ class SentinelTarget:
             out["username"] = self.username
         if self.password:
             out["password"] = self.password
-        if self.ssl:
-            out["ssl"] = True
         return out
 
 
@@ -97,8 +137,10 @@ def sync_client(url: str, settings: Settings, **options: Any) -> redis.Redis:
     sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels), sentinel_kwargs={"socket_timeout": SENTINEL_SOCKET_TIMEOUT_S}
     )
+    connection_class = SentinelSSLConnection if target.ssl else SentinelConnection
+    options.setdefault("retry", Retry(_failover_backoff(), FAILOVER_RETRIES))
     client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-        target.master, **target.connection_kwargs(), **options
+        target.master, connection_class=connection_class, **target.connection_kwargs(), **options
     )
     return client
 
@@ -111,8 +153,10 @@ def async_client(url: str, settings: Settings, **options: Any) -> redis.asyncio.
     sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels), sentinel_kwargs={"socket_timeout": SENTINEL_SOCKET_TIMEOUT_S}
     )
+    connection_class = AsyncSentinelSSLConnection if target.ssl else AsyncSentinelConnection
+    options.setdefault("retry", AsyncRetry(_failover_backoff(), FAILOVER_RETRIES))
     client: redis.asyncio.Redis = sentinel.master_for(
-        target.master, **target.connection_kwargs(), **options
+        target.master, connection_class=connection_class, **target.connection_kwargs(), **options
     )
     return client
 
@@ -133,7 +177,8 @@ def bullmq_sentinel_client(settings: Settings) -> redis.asyncio.Redis | None:
     bullmq builds a plain `redis.asyncio.Redis` from connection options, which cannot follow a
     failover, but takes a client as it is. Settings as bullmq's own (`bridge.worker.
     bullmq_connection`): no socket timeout, which would cut its blocking wait short; retries
-    short enough to meet the new primary soon after the Sentinels name it (each asks them).
+    for about a minute, as bullmq's own client keeps trying for minutes, but every 0.2 s to 1 s
+    so it meets the new primary soon after the Sentinels name it (each retry asks them).
     """
     if sentinel_target(settings.redis_url, settings) is None:
         return None
@@ -143,7 +188,7 @@ def bullmq_sentinel_client(settings: Settings) -> redis.asyncio.Redis | None:
         decode_responses=True,
         socket_timeout=None,
         socket_keepalive=True,
-        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.1), 60),
+        retry=AsyncRetry(_failover_backoff(), 60),
         retry_on_error=[BusyLoadingError, ConnectionError, TimeoutError],
     )
 

@@ -73,6 +73,8 @@ def test_with_sentinels_a_client_asks_them_for_the_primary_and_keeps_the_urls_db
 
     pool = client.connection_pool
     assert isinstance(pool, redis.sentinel.SentinelConnectionPool)
+    # Connections that ask the Sentinels again when they reconnect (redis/redis-py#3874).
+    assert pool.connection_class is redis_clients.SentinelConnection
     assert pool.service_name == "vamu-main"
     assert pool.is_master
     assert pool.connection_kwargs["db"] == 4
@@ -107,6 +109,7 @@ def test_the_bridges_bullmq_client_follows_the_sentinels_and_never_times_out_a_b
     assert client is not None
     pool = client.connection_pool
     assert isinstance(pool, redis.asyncio.sentinel.SentinelConnectionPool)
+    assert pool.connection_class is redis_clients.AsyncSentinelConnection
     assert pool.connection_kwargs["db"] == 12
     assert pool.connection_kwargs["socket_timeout"] is None
     assert pool.connection_kwargs["decode_responses"] is True
@@ -173,3 +176,11 @@ def test_the_sentinel_transport_keeps_the_fix_for_a_lost_connection() -> None:
     assert issubclass(redis_transport.SentinelTransport, kombu_redis.SentinelTransport)
     assert issubclass(channel, kombu_redis.SentinelChannel)
     assert channel.QoS is redis_transport.QoS
+    assert channel.connection_class is redis_clients.SentinelConnection
+
+
+def test_a_tls_url_reaches_the_primary_over_tls_through_the_sentinels() -> None:
+    client = redis_clients.app_redis(with_sentinels(redis_url="rediss://:pw@ignored:6380/2"))
+
+    assert client.connection_pool.connection_class is redis_clients.SentinelSSLConnection
+    assert issubclass(redis_clients.SentinelSSLConnection, redis.SSLConnection)
