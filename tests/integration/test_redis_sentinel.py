@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,13 @@ from tests.support.redis_sentinel import MASTER, PASSWORD, SentinelCluster, wait
 from vamu_tasks import redis_clients
 from vamu_tasks.settings import Settings
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(
+        shutil.which("redis-server") is None,
+        reason="needs redis-server on the PATH to run a primary, a replica and three Sentinels",
+    ),
+]
 
 # Without the fix in redis_clients.SentinelConnection a command in flight when the primary dies
 # dials the dead primary until its retries run out (58 s for the bridge's BullMQ client).
