@@ -4,10 +4,9 @@ Without `VAMU_REDIS_SENTINELS` a client connects to the server its URL names, as
 it, a `redis://` (or `rediss://`) URL names only a database number, a user and a password: the
 client asks the Sentinels which server is the primary of `VAMU_REDIS_SENTINEL_MASTER` and
 connects there. It asks again whenever a connection (re)connects, and a connection that meets
-a demoted primary (a READONLY reply) drops itself, so after a failover the next command (or
-its retry) reaches the new primary without a restart. A `sentinel://` URL
-(kombu's form: `sentinel://:password@host:26379/0;sentinel://host2:26379`) names its Sentinels
-itself.
+a demoted primary (a READONLY reply) drops itself, so after a failover the next command (or its
+retry) reaches the new primary without a restart. A `sentinel://` URL (kombu's form:
+`sentinel://:password@host:26379/0;sentinel://host2:26379`) names its Sentinels itself.
 
 The Celery broker is the one client not built here: kombu opens it from the URL that
 `celery_broker_url` returns (kombu's own `sentinel://` transport when Sentinels are set).
@@ -19,7 +18,7 @@ queue-depth metric).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -52,9 +51,8 @@ class SentinelConnection(redis.sentinel.SentinelManagedConnection):
 
     redis-py 8.1 asks them only in `connect()`; a connection dropped under a command reconnects
     in `send_packed_command` to the address it had (redis/redis-py#3874), so a command retried
-    after the primary died dials the dead primary until its retries run out: 58 s for a BullMQ
-    wait of the bridge, whose workers stopped taking jobs for as long (found by
-    tests/chaos/test_redis_failover.py).
+    after the primary died dials the dead primary until its retries run out: the bridge's BullMQ
+    workers stopped taking jobs for about a minute (docs/reliability.md, bug F).
     """
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
@@ -88,8 +86,8 @@ class SentinelTarget:
     master: str
     db: int
     username: str | None
-    password: str | None
-    ssl: bool
+    password: str | None = field(repr=False)
+    ssl: bool = False
 
     def connection_kwargs(self) -> dict[str, Any]:
         out: dict[str, Any] = {"db": self.db}
@@ -110,11 +108,10 @@ def sentinel_target(url: str, settings: Settings) -> SentinelTarget | None:
     parts = [part for part in url.split(";") if part.strip()]
     first = urlsplit(parts[0].strip())
     if first.scheme == "sentinel":
-        found = tuple(
+        sentinels = tuple(
             ((p.hostname or "localhost"), p.port or SENTINEL_DEFAULT_PORT)
             for p in (urlsplit(part.strip()) for part in parts)
         )
-        sentinels = found
     elif settings.redis_sentinels and first.scheme in ("redis", "rediss"):
         sentinels = tuple(settings.redis_sentinels)
     else:

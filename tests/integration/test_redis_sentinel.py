@@ -31,7 +31,7 @@ pytestmark = [
 ]
 
 # Without the fix in redis_clients.SentinelConnection a command in flight when the primary dies
-# dials the dead primary until its retries run out (58 s for the bridge's BullMQ client).
+# dials the dead primary until its retries run out (about a minute for the bridge's BullMQ client).
 FOLLOWS_WITHIN_S = 15.0
 
 
