@@ -97,7 +97,7 @@ bench-quick: install node-deps
 	$(BIN)/python bench/run.py --quick
 	$(BIN)/python bench/cost.py --quick
 
-# Fault-injection suite (docs/reliability.md): real processes, one fault per test, ~6 minutes.
+# Fault-injection suite (docs/reliability.md): real processes, one fault per test, ~9 minutes.
 chaos: install node-deps
 	$(BIN)/pytest tests/chaos -q -p no:cacheprovider
 

@@ -107,14 +107,16 @@ def metric_collectors(settings: Settings, consumed_queues: set[str]) -> list[Col
     """What a worker serves on /metrics besides the module-level metrics of `metrics.py`:
     the Redis broker's queue lengths, and, in a worker of the notify queue, the backlog the
     job rows show (the notify workers query the database for it, not every LLM worker)."""
-    from vamu_tasks import metrics
+    from vamu_tasks import metrics, redis_clients
     from vamu_tasks.features import FEATURES, NOTIFY_QUEUE
 
     collectors: list[Collector] = []
     if settings.broker_kind == "redis":
         queues = [spec.queue for spec in FEATURES.values()] + [NOTIFY_QUEUE]
         read = metrics.redis_queue_depths(
-            settings.effective_broker_url, queues, settings.broker_key_prefix or ""
+            redis_clients.broker_redis(settings, socket_timeout=2),
+            queues,
+            settings.broker_key_prefix or "",
         )
         collectors.append(
             metrics.QueueDepthCollector("vamu_celery_queue_depth", "Tasks waiting", read)

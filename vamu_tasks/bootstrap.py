@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from vamu_tasks import redis_clients
 from vamu_tasks.batches.policy import BATCH_PROVIDERS
 from vamu_tasks.broker_inventory import RedisBrokerInventory
 from vamu_tasks.context.http import HttpNestApiClient
@@ -130,7 +131,7 @@ class Container:
         built the same way on first use (the housekeeping lease needs it on any notify worker)."""
         with self._lock:
             if self.redis is None:
-                self.redis = redis.Redis.from_url(self.settings.redis_url)
+                self.redis = redis_clients.app_redis(self.settings)
                 self._closers.append(self.redis.close)
             return self.redis
 
@@ -244,7 +245,7 @@ def build_container(settings: Settings) -> Container:
             transports[name] = LogTransport()
         elif name == "socketio":
             if redis_client is None:
-                redis_client = redis.Redis.from_url(settings.redis_url)
+                redis_client = redis_clients.app_redis(settings)
                 closers.append(redis_client.close)
             transports[name] = SocketIOTransport(redis_client, key=settings.socketio_key)
         elif name == "webhook":
@@ -269,14 +270,14 @@ def build_container(settings: Settings) -> Container:
     closers.append(leases.close)
     limits = Limits(settings.budget_user_usd_per_day, settings.budget_provider_usd_per_day)
     if redis_client is None and (settings.llm_rpm_limit or settings.llm_tpm_limit or limits.any):
-        redis_client = redis.Redis.from_url(settings.redis_url)
+        redis_client = redis_clients.app_redis(settings)
         closers.append(redis_client.close)
     budget, spend_budget = _budgets(settings, limits, redis_client)
     inventory = None
     if settings.broker_kind == "redis":
         # Only the reaper asks; the client connects on first use.
         inventory = RedisBrokerInventory(
-            redis.Redis.from_url(settings.effective_broker_url),
+            redis_clients.broker_redis(settings),
             key_prefix=settings.broker_key_prefix or "",
         )
         closers.append(inventory.close)

@@ -6,7 +6,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from vamu_tasks import embedded_broker, redis_transport
+from vamu_tasks import embedded_broker, redis_clients, redis_transport
 from vamu_tasks.features import BATCH_TASK, FEATURES, NOTIFY_QUEUE, REAP_TASK
 from vamu_tasks.settings import Settings
 from vamu_tasks.tracing import LOG_FORMAT, TASK_LOG_FORMAT
@@ -52,6 +52,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     }
     if settings.broker_key_prefix:
         options["global_keyprefix"] = settings.broker_key_prefix
+    if redis_clients.uses_sentinel(broker_url(settings)):
+        options["master_name"] = settings.redis_sentinel_master
     return options
 
 
@@ -61,7 +63,8 @@ def broker_url(settings: Settings) -> str:
         return settings.effective_broker_url.replace(
             "filesystem://", f"{embedded_broker.SCHEME}://"
         )
-    return settings.effective_broker_url
+    # With VAMU_REDIS_SENTINELS, a redis:// broker becomes kombu's sentinel:// list.
+    return redis_clients.celery_broker_url(settings)
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -103,6 +106,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # kombu's transport, except that a lost connection does not kill the worker. Not for
         # rediss://, whose TLS set-up kombu keys on the scheme name.
         config["broker_transport"] = redis_transport.TRANSPORT
+    if redis_clients.uses_sentinel(config["broker_url"]):
+        # The same fix on kombu's Sentinel transport: a failover drops the connection too.
+        config["broker_transport"] = redis_transport.SENTINEL_TRANSPORT
     if settings.broker_kind == "amqp" and settings.broker_quorum_queues:
         # Quorum queues have no global QoS: Celery must know, and delays use native delivery.
         config["worker_detect_quorum_queues"] = True

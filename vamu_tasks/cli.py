@@ -169,13 +169,12 @@ def _follow_chat_stream(
     settings: Settings, job_id: uuid.UUID, store: SqlAlchemyJobStore, timeout: float
 ) -> None:
     """Print chunks from the job's Redis Stream as they arrive (needs Socket.IO notify)."""
-    import redis
-
+    from vamu_tasks import redis_clients
     from vamu_tasks.notify.chunks import stream_key
 
     if "socketio" not in settings.notify:
         return
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    client = redis_clients.app_redis(settings, decode_responses=True)
     last_id, deadline, ended = "0-0", time.monotonic() + timeout, False
     try:
         while time.monotonic() < deadline:

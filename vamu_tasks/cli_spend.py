@@ -7,8 +7,8 @@ from decimal import Decimal
 from typing import Any
 
 import click
-import redis
 
+from vamu_tasks import redis_clients
 from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget
 from vamu_tasks.settings import Settings
 from vamu_tasks.store.repository import Database
@@ -79,7 +79,7 @@ def spend(ctx: click.Context, since: str, group: Any, as_json: bool) -> None:
 def spend_reset(user_id: str) -> None:
     """Clear a user's spend and reservations for today (UTC), so the budget starts again."""
     settings = Settings()
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_clients.app_redis(settings)
     try:
         limits = Limits(settings.budget_user_usd_per_day, settings.budget_provider_usd_per_day)
         RedisSpendBudget(client, limits, prefix=settings.budget_key_prefix).reset_user(user_id)

@@ -38,6 +38,8 @@ from vamu_tasks.llm.pricing import cost_usd
 from vamu_tasks.llm.wrapper import CallKind, ProviderWrapper
 
 if TYPE_CHECKING:
+    import redis
+
     from vamu_tasks.store.backlog import Backlog
 
 log = logging.getLogger(__name__)
@@ -281,12 +283,12 @@ def serve(port: int, address: str, extra: Iterable[Collector] = ()) -> str:
 
 
 def redis_queue_depths(
-    redis_url: str, queues: list[str], prefix: str = ""
+    client: redis.Redis, queues: list[str], prefix: str = ""
 ) -> Callable[[], dict[str, int]]:
-    """A reader of Celery queue lengths on a Redis broker (one list per queue)."""
-    import redis
+    """A reader of list lengths (Celery queues on a Redis broker, BullMQ waiting lists).
 
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    The client comes from `vamu_tasks.redis_clients`, so it follows a Sentinel failover.
+    """
 
     def read() -> dict[str, int]:
         pipe = client.pipeline(transaction=False)

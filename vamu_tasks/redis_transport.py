@@ -12,7 +12,9 @@ acknowledges on that closed channel and crashes the worker the same way.
 Nothing is lost by skipping either: the messages are still in Redis's `unacked` hash, and the
 visibility-timeout sweep puts them back in their queues (within `VAMU_BROKER_VISIBILITY_
 TIMEOUT_S`), where a copy of an ended job does nothing. Used for `redis://` brokers through
-Celery's `broker_transport`.
+Celery's `broker_transport`, and in its Sentinel form (`SentinelTransport`, the same QoS on
+kombu's Sentinel channel, with connections that find the new primary when they reconnect) for
+brokers reached through Redis Sentinel, where a failover drops the connection the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import logging
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+
+from vamu_tasks import redis_clients
 
 log = logging.getLogger(__name__)
 
@@ -70,4 +74,16 @@ class Transport(kombu_redis.Transport):
     Channel = Channel
 
 
+class SentinelChannel(kombu_redis.SentinelChannel):
+    QoS = QoS
+    # Connections that ask the Sentinels again when they reconnect (redis_clients.py says why).
+    connection_class = redis_clients.SentinelConnection
+    connection_class_ssl = redis_clients.SentinelSSLConnection
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
 TRANSPORT = f"{__name__}:Transport"
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"

@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ProviderName = Literal["openai", "anthropic", "offline"]
@@ -18,6 +18,13 @@ DEFAULT_DATA_DIR = Path(".vamu")
 
 def _log_only() -> list[TransportName]:
     return ["log"]
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"VAMU_REDIS_SENTINELS: {text!r} is not host:port (e.g. 10.0.0.5:26379)")
+    return host, int(port)
 
 
 class Settings(BaseSettings):
@@ -41,6 +48,10 @@ class Settings(BaseSettings):
     broker_visibility_timeout_s: int = 10
     database_url: str | None = None
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinel: when set, every redis:// URL above (broker included) names a database and
+    # credentials, and the server is the primary these Sentinels name (vamu_tasks/redis_clients).
+    redis_sentinels: Annotated[list[tuple[str, int]] | None, NoDecode] = None
+    redis_sentinel_master: str = "mymaster"
     # Connections per process (and as many again on overflow); jobs hold one only briefly.
     database_pool_size: int = 10
 
@@ -170,6 +181,23 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [_host_port(part.strip()) for part in value.split(",") if part.strip()] or None
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_broker_is_plain_redis(self) -> Settings:
+        if self.redis_sentinels and self.effective_broker_url.startswith("rediss://"):
+            raise ValueError(
+                "VAMU_REDIS_SENTINELS cannot take a rediss:// VAMU_BROKER_URL (kombu's Sentinel "
+                "transport gets TLS from broker_use_ssl, not the URL); use redis:// or a "
+                "broker without Sentinel"
+            )
+        return self
+
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for output filters that must never echo one."""
         secrets = [
@@ -194,7 +222,7 @@ class Settings(BaseSettings):
         url = self.effective_broker_url
         if url.startswith(("amqp://", "amqps://", "pyamqp://")):
             return "amqp"
-        if url.startswith(("redis://", "rediss://")):
+        if url.startswith(("redis://", "rediss://", "sentinel://")):
             return "redis"
         return "filesystem" if self.is_embedded_broker else "other"
 

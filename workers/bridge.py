@@ -17,12 +17,14 @@ from vamu_tasks.tracing import LOG_FORMAT, install_log_record_factory
 
 def metric_collectors(settings: Settings) -> list[Collector]:
     """What the bridge serves on /metrics besides the module-level metrics of `metrics.py`."""
-    from vamu_tasks import metrics
+    from vamu_tasks import metrics, redis_clients
 
     queues = [settings.bullmq_queue, settings.bullmq_sync_queue]
     prefix = settings.bullmq_prefix
     read_waiting = metrics.redis_queue_depths(
-        settings.redis_url, [f"{q}:wait" for q in queues], f"{prefix}:"
+        redis_clients.app_redis(settings, socket_timeout=2),
+        [f"{q}:wait" for q in queues],
+        f"{prefix}:",
     )
 
     def read() -> dict[str, int]:

@@ -21,8 +21,17 @@ Event = dict[str, Any]
 class SocketIOListener:
     """A Socket.IO server on `@socket.io/redis-adapter` with one connected client per user."""
 
-    def __init__(self, redis_url: str, users: list[str], key: str = "socket.io") -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        users: list[str],
+        key: str = "socket.io",
+        sentinels: list[tuple[str, int]] | None = None,
+        sentinel_master: str = "mymaster",
+    ) -> None:
         self.redis_url = redis_url
+        self.sentinels = list(sentinels or [])
+        self.sentinel_master = sentinel_master
         self.users = list(users)
         self.key = key
         self.port: int | None = None
@@ -37,6 +46,9 @@ class SocketIOListener:
     def __enter__(self) -> Self:
         node = require_node_modules()
         args = ["--redis", self.redis_url, "--key", self.key, "--users", ",".join(self.users)]
+        if self.sentinels:
+            hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
+            args += ["--sentinels", hosts, "--sentinel-master", self.sentinel_master]
         self._process = subprocess.Popen(
             [str(node), str(LISTENER), *args],
             cwd=NODE_DIR,

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-import redis
 from bullmq import UnrecoverableError, Worker
 
+from vamu_tasks import redis_clients
 from vamu_tasks.batches.policy import BatchPolicy, batch_policy
 from vamu_tasks.bridge.contract import FailedReasonKind, Refused, SyncJobResult, failed_reason
 from vamu_tasks.bridge.quota import RedisHourlyQuota
@@ -88,7 +88,7 @@ def build_deps(settings: Settings) -> BridgeDeps:
         transports=settings.notify,
         pool_size=settings.database_pool_size,
     )
-    quota_redis = redis.Redis.from_url(settings.redis_url)
+    quota_redis = redis_clients.app_redis(settings)
     quota = RedisHourlyQuota(
         quota_redis, limit=settings.quota_jobs_per_user_per_hour, prefix=settings.quota_key_prefix
     )
@@ -113,7 +113,8 @@ class Bridge:
     def _opts(self, concurrency: int) -> dict[str, Any]:
         s = self._settings
         return {
-            "connection": bullmq_connection(s.redis_url),
+            # Through the Sentinels when they are set: a client of its own per worker.
+            "connection": redis_clients.bullmq_sentinel_client(s) or bullmq_connection(s.redis_url),
             "prefix": s.bullmq_prefix,
             "concurrency": concurrency,
             "lockDuration": s.bridge_lock_duration_ms,

@@ -3,7 +3,9 @@
 // Redis restart. Uses the packages of tests/e2e/node (NODE_PATH points there).
 //
 // Input (stdin, JSON): {redis, prefix, queue, jobs: [{name, data, opts}], ratePerSec, wait,
-//                       timeoutMs}
+//                       timeoutMs, sentinels?: [[host, port]], sentinelMaster?}
+// With `sentinels`, ioredis asks them for the primary (the URL gives the db and password only)
+// and follows a failover, as a NestJS producer on Sentinel does.
 // Output (stdout): {"added": index, id, addedAt} per job as it is added, then with `wait` one
 // {"index", id, state, returnvalue?, failedReason?, attemptsMade, addedAt, finishedAt} per job,
 // then {"done": true}. state is completed | failed | timeout.
@@ -26,7 +28,11 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 async function main() {
   const spec = await readStdin();
   // maxRetriesPerRequest null: commands wait through a Redis restart instead of failing.
-  const connection = new IORedis(spec.redis, { maxRetriesPerRequest: null });
+  const sentinel = spec.sentinels
+    ? { sentinels: spec.sentinels.map(([host, port]) => ({ host, port })),
+        name: spec.sentinelMaster || 'mymaster' }
+    : {};
+  const connection = new IORedis(spec.redis, { maxRetriesPerRequest: null, ...sentinel });
   connection.on('error', () => {}); // reconnects by itself; errors are expected in a restart
   const queue = new Queue(spec.queue, { connection, prefix: spec.prefix || 'bull' });
   queue.on('error', () => {});

@@ -3,6 +3,8 @@
 // Prints one JSON line per event a client receives; `{"ready": true, "port": N}` once listening.
 //
 //   node socketio_listener.js --redis redis://127.0.0.1:6379/13 --key socket.io --users u1,u2
+// With --sentinels host:port,host:port (and --sentinel-master, default mymaster), ioredis asks
+// the Sentinels for the primary (the URL gives the db and password) and follows a failover.
 "use strict";
 
 const { once } = require("node:events");
@@ -19,6 +21,8 @@ const { values: args } = parseArgs({
     redis: { type: "string", default: "redis://127.0.0.1:6379" },
     key: { type: "string", default: "socket.io" },
     users: { type: "string", default: "" },
+    sentinels: { type: "string", default: "" },
+    "sentinel-master": { type: "string", default: "mymaster" },
   },
 });
 const users = args.users.split(",").filter(Boolean);
@@ -27,7 +31,17 @@ function print(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
 }
 
-const pubClient = new Redis(args.redis);
+const sentinels = args.sentinels
+  .split(",")
+  .filter(Boolean)
+  .map((hostPort) => {
+    const at = hostPort.lastIndexOf(":");
+    return { host: hostPort.slice(0, at), port: Number(hostPort.slice(at + 1)) };
+  });
+const pubClient = new Redis(
+  args.redis,
+  sentinels.length ? { sentinels, name: args["sentinel-master"] } : {},
+);
 const subClient = pubClient.duplicate();
 for (const client of [pubClient, subClient]) {
   client.on("error", (err) => process.stderr.write(`redis error: ${err.message}\n`));
