@@ -417,12 +417,14 @@ def rerun(
             deliver_by=when,
         )
         sender = CelerySender(app)
-        requeued = 0
+        requeued = batched = 0
         with click.progressbar(plan.rerun, label="requeueing", file=sys.stderr) as bar:
             for original in bar:
-                rerun_job(store, sender, original, options)
+                job = rerun_job(store, sender, original, options)
                 requeued += 1
-        click.echo(f"requeued {requeued}, skipped {len(plan.skipped)}")
+                batched += job.status == "batched"
+        waiting = f" ({batched} in the batch tier)" if batched else ""
+        click.echo(f"requeued {requeued}{waiting}, skipped {len(plan.skipped)}")
     finally:
         store.close()
 
@@ -467,6 +469,7 @@ def cancel(job_id: uuid.UUID, reason: str) -> None:
 
     store = _store(Settings())
     try:
+        before = store.get_job(job_id)
         outcome = cancel_job(store, job_id, reason)
         if outcome is None:
             job = store.get_job(job_id)
@@ -474,7 +477,8 @@ def cancel(job_id: uuid.UUID, reason: str) -> None:
             raise click.ClickException(f"Job {job_id} {state}; nothing to cancel.")
         # The task id is the job id: workers drop the message if it has not started yet, and
         # a running task stops at its next checkpoint.
-        app.control.revoke(str(job_id))
+        if before is not None and before.status != "batched":  # a batched job has no task
+            app.control.revoke(str(job_id))
         dispatch_notifications(app, outcome.notifications)
         click.echo(f"cancelled {job_id}")
     finally:

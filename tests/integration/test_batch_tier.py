@@ -31,7 +31,7 @@ from tests.support.cli import vamu as run_cli
 from tests.support.services import free_port
 from tests.support.worker import wait_for_job
 from vamu_tasks.batches.policy import BatchPolicy
-from vamu_tasks.batches.service import BatchConfig, BatchDeps, TickReport, tick
+from vamu_tasks.batches.service import BatchConfig, BatchDeps, TickReport, run_all_now, tick
 from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.domain import JobFilter, JobRecord, Usage
 from vamu_tasks.jobs import cancel_job
@@ -166,6 +166,9 @@ def test_waiting_jobs_go_out_in_one_batch_and_each_result_is_committed_and_notif
             ]
         }
         assert (job.input_tokens, job.output_tokens) == (400, 120)
+        # The batch's call was the job's one attempt, started when the batch was sent.
+        assert job.attempts == 1 and job.started_at is not None
+        assert job.started_at <= (job.finished_at or job.started_at)
         # Half the synchronous price, on the row.
         sync_cost = cost_usd(MODELS[tier.vendor], IDEAS_USAGE)
         assert sync_cost is not None
@@ -345,6 +348,7 @@ def test_the_cli_enqueues_a_batched_job_and_rerun_batch_sends_the_rerun_to_the_t
     rerun = run_cli(env, "rerun", str(job_id), "--force", "--batch", "--yes")
 
     assert rerun.returncode == 0, rerun.stderr
+    assert "requeued 1 (1 in the batch tier), skipped 0" in rerun.stdout
     (again,) = [j for j in tier.s.store.list_jobs(JobFilter(limit=20)) if j.rerun_of == job_id]
     assert again.status == "batched" and again.request["deliverBy"] != job.request["deliverBy"]
     refused = run_cli(env, "rerun", str(job_id), "--force", "--batch", "--model", "gpt-5", "--yes")
@@ -489,3 +493,16 @@ def test_a_batch_cancelled_at_the_vendor_sends_its_jobs_down_the_synchronous_pat
     for job_id in ids:
         done = wait_for_job(tier.s.store, job_id)
         assert done.status == "succeeded" and done.cost_usd == cost_usd("gpt-5-mini", IDEAS_USAGE)
+
+
+def test_without_a_batch_api_every_batched_job_runs_now_rather_than_wait_past_deliver_by(
+    tier: Tier,
+):
+    # Accepted as batched by a bridge configured for a vendor, then the housekeeping leader
+    # turns out to run the offline provider: nothing will ever take the job into a batch.
+    job_id = tier.submit()
+
+    sent = run_all_now(tier.batches, tier.s.store, tier.s.sender, hold_s=30)
+
+    assert sent == 1
+    assert wait_for_job(tier.s.store, job_id).status == "succeeded"

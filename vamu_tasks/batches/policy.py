@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,10 @@ class BatchPolicy:
 
 def batch_policy(settings: Settings) -> BatchPolicy | None:
     """The policy for this deployment; None when its provider has no batch API."""
-    if settings.provider_name() not in BATCH_PROVIDERS:
+    with warnings.catch_warnings():
+        # An unconfigured deployment is offline: that answers the question, no warning needed.
+        warnings.simplefilter("ignore", UserWarning)
+        name = settings.provider_name()
+    if name not in BATCH_PROVIDERS:
         return None
     return BatchPolicy(settings.batch_sync_margin_s)

@@ -78,7 +78,8 @@ class TickReport:
     finished: list[tuple[str, str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.to_sync or self.submitted or self.committed or self.failed)
+        done = self.to_sync or self.submitted or self.committed or self.failed or self.discarded
+        return bool(done)
 
 
 def tick(deps: BatchDeps) -> TickReport:
@@ -167,16 +168,21 @@ def poll(deps: BatchDeps, report: TickReport) -> None:
             log.warning("could not read batch %s: %s; polling again later", vendor_id, exc)
             deps.batches.poll_later(batch_id, "unreadable", cfg.poll_interval_s)
             continue
+        before = (report.committed, report.failed, report.to_sync, report.discarded)
         for answer in answers:
             settle_answer(deps, batch_id, answer, report)
         moved = deps.batches.end(batch_id, state.vendor_status, cfg.hold_s)
         _send(deps, moved, report)
+        after = (report.committed, report.failed, report.to_sync, report.discarded)
+        committed, failed, to_sync, discarded = (b - a for a, b in zip(before, after, strict=True))
         log.info(
-            "batch %s %s: %d answer(s), %d job(s) left to run now",
+            "batch %s %s: %d committed, %d failed, %d to run now, %d late result(s) discarded",
             vendor_id,
             state.vendor_status,
-            len(answers),
-            len(moved),
+            committed,
+            failed,
+            to_sync,
+            discarded,
         )
 
 
@@ -243,6 +249,30 @@ def _settlement(job: JobRecord, answer: BatchAnswer, spend: Spend) -> Settlement
             "sync", spend, error_kind=answer.error.error_kind, error_message=answer.error.message
         )
     return Settlement("sync", spend)
+
+
+def run_all_now(
+    batches: SqlAlchemyBatchStore, jobs: JobStore, sender: TaskSender, hold_s: float
+) -> int:
+    """No batch API here (the offline provider): every batched job runs now rather than wait
+    past its `deliverBy` for a tier that will never take it; how many were sent."""
+    moved = batches.all_to_sync(hold_s)
+    report = TickReport()
+    for job_id in moved:
+        job = jobs.get_job(job_id)
+        if job is not None:
+            try:
+                sender.send(FEATURES[job.feature], job_id)
+            except Exception:
+                log.exception("could not send job %s; the reaper will", job_id)
+            report.to_sync += 1
+    if moved:
+        log.warning(
+            "%d batched job(s) sent to run now: this deployment's provider has no batch API "
+            "(set VAMU_LLM_PROVIDER to openai or anthropic for the batch tier)",
+            len(moved),
+        )
+    return report.to_sync
 
 
 def _send(deps: BatchDeps, job_ids: Sequence[uuid.UUID], report: TickReport) -> None:

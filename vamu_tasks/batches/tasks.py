@@ -10,7 +10,7 @@ from typing import Any
 
 from celery import Celery, Task, shared_task
 
-from vamu_tasks.batches.service import BatchConfig, BatchDeps, tick
+from vamu_tasks.batches.service import BatchConfig, BatchDeps, run_all_now, tick
 from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.features import BATCH_TASK
 from vamu_tasks.metrics import BATCH_JOBS, JOBS_FINISHED, record_usage
@@ -60,7 +60,10 @@ def batch_pass(container: Container) -> int:
 
     deps = batch_deps(container, app)
     if deps is None:
-        return 0
+        if container.batches is None:
+            return 0
+        hold_s = container.settings.stale_queued_s
+        return run_all_now(container.batches, container.store, CelerySender(app), hold_s)
     report = tick(deps)
     provider = deps.api.name
     for outcome, count in [

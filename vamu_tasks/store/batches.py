@@ -206,6 +206,22 @@ class SqlAlchemyBatchStore:
                 _to_sync(row, hold_s)
             return [row.id for row in rows]
 
+    def all_to_sync(self, hold_s: float, limit: int = 500) -> list[uuid.UUID]:
+        """Every batched job made `queued` to run now (a deployment with no batch API)."""
+        with self._session() as session:
+            rows = list(
+                session.scalars(
+                    select(AiJob)
+                    .where(AiJob.status == "batched")
+                    .order_by(AiJob.created_at)
+                    .limit(limit)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            for row in rows:
+                _to_sync(row, hold_s)
+            return [row.id for row in rows]
+
     def to_sync(self, job_ids: Sequence[uuid.UUID], hold_s: float) -> list[uuid.UUID]:
         """These jobs, if still batched, made `queued` to run now; the ones moved."""
         if not job_ids:
@@ -265,6 +281,11 @@ class SqlAlchemyBatchStore:
                 item.outcome = "discarded"
                 return Settled("discarded")
             notes = list(settlement.notifications)
+            if settlement.kind in ("commit", "fail"):
+                # The batch's call was this job's attempt, started when the batch was sent.
+                batch = session.get(LlmBatch, batch_id)
+                row.attempts += 1
+                row.started_at = row.started_at or (batch.submitted_at if batch else None)
             if settlement.kind == "commit":
                 values: dict[str, Any] = {
                     "status": "succeeded",
