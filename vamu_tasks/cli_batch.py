@@ -16,7 +16,7 @@ BATCH_HELP = (
 DELIVER_BY_HELP = (
     "Batch tier: the latest time for the result, a date-time with an offset "
     "(2026-12-03T08:00:00Z) or from now in whole minutes, hours or days (90m, 12h, 2d); "
-    "implies --batch. Too near to wait for a batch: the job runs now (\"status\": \"queued\")."
+    'implies --batch. Too near to wait for a batch: the job runs now ("status": "queued").'
 )
 
 
