@@ -7,6 +7,7 @@ and the notifications it commits go through the stack's real Celery worker, to t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -284,14 +285,7 @@ def test_cancelling_a_batched_job_ends_it_and_its_late_result_is_discarded(tier:
 
 def test_two_beats_running_the_tier_at_once_send_each_job_once_and_commit_it_once(tier: Tier):
     ids = [tier.submit(("u-ada", "u-bruno", "u-chioma")[n % 3]) for n in range(12)]
-    tier.deps.config = BatchConfig(
-        max_jobs=4,
-        max_wait_s=0,
-        poll_interval_s=0,
-        sync_margin_s=60,
-        max_output_tokens=2048,
-        hold_s=30,
-    )
+    tier.deps.config = dataclasses.replace(tier.deps.config, max_jobs=4)
 
     def twice() -> list[TickReport]:
         reports: list[TickReport] = []
