@@ -98,7 +98,8 @@ HOUSEKEEPING_LEADER = Gauge(
 HOUSEKEEPING_RUNS = Counter(
     "vamu_housekeeping_runs_total",
     "Housekeeping passes this process ran (outcome: nothing, found, error)",
-    ["job", "outcome"],
+    # Not `job`: Prometheus owns that label (the scrape job) and would rename ours.
+    ["task", "outcome"],
 )
 
 

@@ -71,7 +71,7 @@ class Host:
             return None
 
     def reaps(self) -> float:
-        return sum(self.metric("vamu_housekeeping_runs_total", job="vamu.jobs.reap",
+        return sum(self.metric("vamu_housekeeping_runs_total", task="vamu.jobs.reap",
                                outcome=o) or 0.0 for o in ("nothing", "found", "error"))
 
 

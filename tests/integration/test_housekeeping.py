@@ -156,7 +156,7 @@ def test_a_pass_logs_only_what_it_found_and_metrics_count_every_pass(client, cap
 
     def runs(name: str, outcome: str) -> float:
         value = REGISTRY.get_sample_value(
-            "vamu_housekeeping_runs_total", {"job": name, "outcome": outcome})
+            "vamu_housekeeping_runs_total", {"task": name, "outcome": outcome})
         return value or 0.0
 
     key = f"test-hk-{uuid.uuid4().hex[:8]}:leader"
@@ -357,9 +357,9 @@ def test_two_idle_notify_workers_have_one_leader_that_sweeps_without_tasks_or_lo
         b.wait_ready()
         time.sleep(3)  # about 15 passes of each job at 0.2 s
         leaders = [w.metric("vamu_housekeeping_leader") for w in (a, b)]
-        reaps = [w.metric("vamu_housekeeping_runs_total", job="vamu.jobs.reap",
+        reaps = [w.metric("vamu_housekeeping_runs_total", task="vamu.jobs.reap",
                           outcome="nothing") for w in (a, b)]
-        sweeps = [w.metric("vamu_housekeeping_runs_total", job="vamu.notify.sweep_outbox",
+        sweeps = [w.metric("vamu_housekeeping_runs_total", task="vamu.notify.sweep_outbox",
                            outcome="nothing") for w in (a, b)]
         key = f"{notify_env['VAMU_BROKER_KEY_PREFIX']}vamu:housekeeping:leader"
         holder = (client.get(key) or b"").decode()
@@ -393,7 +393,7 @@ def test_a_notify_worker_started_with_no_beat_never_leads(notify_env, tmp_path, 
         time.sleep(1.5)
         key = f"{notify_env['VAMU_BROKER_KEY_PREFIX']}vamu:housekeeping:leader"
         assert client.get(key) is None
-        assert worker.metric("vamu_housekeeping_runs_total", job="vamu.jobs.reap",
+        assert worker.metric("vamu_housekeeping_runs_total", task="vamu.jobs.reap",
                              outcome="nothing") == 0
         assert "housekeeping" not in worker.text()
     finally:
