@@ -496,7 +496,7 @@ def test_without_a_batch_api_every_batched_job_runs_now_rather_than_wait_past_de
     # turns out to run the offline provider: nothing will ever take the job into a batch.
     job_id = tier.submit()
 
-    sent = run_all_now(tier.batches, tier.s.store, tier.s.sender, hold_s=30)
+    sent = run_all_now(tier.batches, tier.s.sender, hold_s=30)
 
     assert sent == 1
     assert wait_for_job(tier.s.store, job_id).status == "succeeded"

@@ -20,7 +20,7 @@ from vamu_tasks.inspiration.service import READY_EVENT, accept_answer, batch_llm
 from vamu_tasks.jobs import fail_job, failure_notifications, ready_notification
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.ports import BatchLLM, JobStore, UserContextClient
-from vamu_tasks.store.batches import Settlement, SqlAlchemyBatchStore
+from vamu_tasks.store.batches import Found, Settlement, SqlAlchemyBatchStore
 from vamu_tasks.submit import TaskSender
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def tick(deps: BatchDeps) -> TickReport:
     report = TickReport()
     deps.batches.abandon_stale_submits()
     due = deps.batches.due_for_sync(deps.config.sync_margin_s, deps.config.hold_s)
-    _send(deps, due, report)
+    report.to_sync += send_now(deps.sender, due)
     for _ in range(MAX_BATCHES_PER_TICK):
         if not collect(deps, report):
             break
@@ -145,7 +145,7 @@ def collect(deps: BatchDeps, report: TickReport) -> bool:
         log.error("the vendor refused a batch of %d job(s): %s", len(requests), exc)
         deps.batches.abandon(claimed.batch_id, exc.message)
         moved = deps.batches.to_sync([uuid.UUID(r.custom_id) for r in requests], cfg.hold_s)
-        _send(deps, moved, report)
+        report.to_sync += send_now(deps.sender, moved)
         return False
     deps.batches.mark_submitted(claimed.batch_id, vendor_id, cfg.poll_interval_s)
     report.submitted.append(vendor_id)
@@ -172,7 +172,7 @@ def poll(deps: BatchDeps, report: TickReport) -> None:
         for answer in answers:
             settle_answer(deps, batch_id, answer, report)
         moved = deps.batches.end(batch_id, state.vendor_status, cfg.hold_s)
-        _send(deps, moved, report)
+        report.to_sync += send_now(deps.sender, moved)
         after = (report.committed, report.failed, report.to_sync, report.discarded)
         committed, failed, to_sync, discarded = (b - a for a, b in zip(before, after, strict=True))
         log.info(
@@ -224,7 +224,7 @@ def settle_answer(
     elif settled.outcome == "discarded":
         report.discarded += 1
     elif settled.outcome == "to_sync":
-        _send(deps, [job_id], report)
+        report.to_sync += send_now(deps.sender, [(job_id, job.feature)])
     deps.notify(settled.notifications)
 
 
@@ -251,38 +251,25 @@ def _settlement(job: JobRecord, answer: BatchAnswer, spend: Spend) -> Settlement
     return Settlement("sync", spend)
 
 
-def run_all_now(
-    batches: SqlAlchemyBatchStore, jobs: JobStore, sender: TaskSender, hold_s: float
-) -> int:
+def run_all_now(batches: SqlAlchemyBatchStore, sender: TaskSender, hold_s: float) -> int:
     """No batch API here (the offline provider): every batched job runs now rather than wait
     past its `deliverBy` for a tier that will never take it; how many were sent."""
     moved = batches.all_to_sync(hold_s)
-    report = TickReport()
-    for job_id in moved:
-        job = jobs.get_job(job_id)
-        if job is not None:
-            try:
-                sender.send(FEATURES[job.feature], job_id)
-            except Exception:
-                log.exception("could not send job %s; the reaper will", job_id)
-            report.to_sync += 1
     if moved:
         log.warning(
             "%d batched job(s) sent to run now: this deployment's provider has no batch API "
             "(set VAMU_LLM_PROVIDER to openai or anthropic for the batch tier)",
             len(moved),
         )
-    return report.to_sync
+    return send_now(sender, moved)
 
 
-def _send(deps: BatchDeps, job_ids: Sequence[uuid.UUID], report: TickReport) -> None:
-    """Send the tasks of jobs now on the synchronous path (a lost send: the reaper's)."""
-    for job_id in job_ids:
-        job = deps.jobs.get_job(job_id)
-        if job is None:
-            continue
+def send_now(sender: TaskSender, found: Sequence[Found]) -> int:
+    """Send the tasks of jobs just made `queued`; a send that fails is the reaper's (the job's
+    `retry_at` makes it overdue). How many were made to run now."""
+    for job_id, feature in found:
         try:
-            deps.sender.send(FEATURES[job.feature], job_id)
+            sender.send(FEATURES[feature], job_id)  # type: ignore[index]
         except Exception:
             log.exception("could not send job %s; the reaper will", job_id)
-        report.to_sync += 1
+    return len(found)

@@ -63,7 +63,7 @@ def batch_pass(container: Container) -> int:
         if container.batches is None:
             return 0
         hold_s = container.settings.stale_queued_s
-        return run_all_now(container.batches, container.store, CelerySender(app), hold_s)
+        return run_all_now(container.batches, CelerySender(app), hold_s)
     report = tick(deps)
     provider = deps.api.name
     for outcome, count in [

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from vamu_tasks.domain import MAX_ERROR_MESSAGE, JobRecord, Notification, Spend
@@ -30,6 +30,8 @@ from vamu_tasks.store.repository import (
 )
 
 SettleKind = Literal["commit", "fail", "sync"]
+# (job id, feature) of jobs sent down the synchronous path, as the reaper's claims are.
+Found = tuple[uuid.UUID, str]
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,11 @@ class SqlAlchemyBatchStore:
                 .where(AiJob.id.in_(job_ids), AiJob.batch_id == batch_id)
                 .values(batch_id=None)
             )
-            for job_id in job_ids:
-                item = session.get(LlmBatchItem, (batch_id, job_id))
-                if item is not None:
-                    session.delete(item)
+            session.execute(
+                delete(LlmBatchItem).where(
+                    LlmBatchItem.batch_id == batch_id, LlmBatchItem.job_id.in_(job_ids)
+                )
+            )
             batch = session.get(LlmBatch, batch_id)
             if batch is not None:
                 batch.request_count = max(batch.request_count - len(job_ids), 0)
@@ -184,7 +187,7 @@ class SqlAlchemyBatchStore:
 
     # --- the synchronous path ------------------------------------------------------------
 
-    def due_for_sync(self, margin_s: float, hold_s: float, limit: int = 500) -> list[uuid.UUID]:
+    def due_for_sync(self, margin_s: float, hold_s: float, limit: int = 500) -> list[Found]:
         """Batched jobs whose `deliverBy` is `margin_s` away or less, made `queued` to run now.
 
         A batch they are in keeps running: its result for them is discarded when it comes.
@@ -204,9 +207,9 @@ class SqlAlchemyBatchStore:
             )
             for row in rows:
                 _to_sync(row, hold_s)
-            return [row.id for row in rows]
+            return [(row.id, row.feature) for row in rows]
 
-    def all_to_sync(self, hold_s: float, limit: int = 500) -> list[uuid.UUID]:
+    def all_to_sync(self, hold_s: float, limit: int = 500) -> list[Found]:
         """Every batched job made `queued` to run now (a deployment with no batch API)."""
         with self._session() as session:
             rows = list(
@@ -220,9 +223,9 @@ class SqlAlchemyBatchStore:
             )
             for row in rows:
                 _to_sync(row, hold_s)
-            return [row.id for row in rows]
+            return [(row.id, row.feature) for row in rows]
 
-    def to_sync(self, job_ids: Sequence[uuid.UUID], hold_s: float) -> list[uuid.UUID]:
+    def to_sync(self, job_ids: Sequence[uuid.UUID], hold_s: float) -> list[Found]:
         """These jobs, if still batched, made `queued` to run now; the ones moved."""
         if not job_ids:
             return []
@@ -236,7 +239,7 @@ class SqlAlchemyBatchStore:
             )
             for row in rows:
                 _to_sync(row, hold_s)
-            return [row.id for row in rows]
+            return [(row.id, row.feature) for row in rows]
 
     # --- polling and settling ------------------------------------------------------------
 
@@ -313,7 +316,7 @@ class SqlAlchemyBatchStore:
             item.outcome = "to_sync"
             return Settled("to_sync")
 
-    def end(self, batch_id: uuid.UUID, vendor_status: str, hold_s: float) -> list[uuid.UUID]:
+    def end(self, batch_id: uuid.UUID, vendor_status: str, hold_s: float) -> list[Found]:
         """The batch has ended and its results are settled: the jobs it left without one (it
         expired, was cancelled, or lost them) go down the synchronous path; their ids."""
         now = utcnow()
@@ -332,14 +335,14 @@ class SqlAlchemyBatchStore:
                     .with_for_update()
                 )
             )
-            moved: list[uuid.UUID] = []
+            moved: list[Found] = []
             for item in items:
                 item.settled_at = now
                 item.outcome = "unfinished"
                 row = session.get(AiJob, item.job_id, with_for_update=True)
                 if row is not None and row.status == "batched" and row.batch_id == batch_id:
                     _to_sync(row, hold_s)
-                    moved.append(row.id)
+                    moved.append((row.id, row.feature))
             return moved
 
     def batches_out(self) -> list[tuple[uuid.UUID, str, str, datetime | None]]:
