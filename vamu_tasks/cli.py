@@ -12,7 +12,13 @@ from typing import Any
 
 import click
 
-from vamu_tasks.cli_batch import BATCH_HELP, DELIVER_BY_HELP, batch_deadline, batch_policy_or_exit
+from vamu_tasks.cli_batch import (
+    BATCH_HELP,
+    DELIVER_BY_HELP,
+    batch_deadline,
+    batch_policy_or_exit,
+    duration_s,
+)
 from vamu_tasks.cli_spend import spend
 from vamu_tasks.dev import DevOptions
 from vamu_tasks.domain import JobFilter, JobRecord
@@ -265,9 +271,9 @@ def parse_when(value: str | None) -> datetime | None:
     """`24h`, `30m`, `7d` ago, or an ISO-8601 time (UTC when it has no zone)."""
     if value is None:
         return None
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if value[:-1].isdigit() and value[-1:] in units:
-        return datetime.now(UTC) - timedelta(seconds=int(value[:-1]) * units[value[-1]])
+    seconds = duration_s(value)
+    if seconds is not None:
+        return datetime.now(UTC) - timedelta(seconds=seconds)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

@@ -20,13 +20,21 @@ DELIVER_BY_HELP = (
 )
 
 
+def duration_s(value: str) -> int | None:
+    """`90m`, `12h`, `2d` in seconds; None for anything else."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if value[:-1].isdigit() and value[-1:] in units:
+        return int(value[:-1]) * units[value[-1]]
+    return None
+
+
 def batch_deadline(batch: bool, deliver_by: str | None) -> datetime | None:
     """The deliverBy of --batch / --deliver-by (None: run now)."""
     if deliver_by is None:
         return datetime.now(UTC) + timedelta(hours=24) if batch else None
-    units = {"m": 60, "h": 3600, "d": 86400}
-    if deliver_by[:-1].isdigit() and deliver_by[-1:] in units:
-        return datetime.now(UTC) + timedelta(seconds=int(deliver_by[:-1]) * units[deliver_by[-1]])
+    seconds = duration_s(deliver_by)
+    if seconds is not None:
+        return datetime.now(UTC) + timedelta(seconds=seconds)
     try:
         when = datetime.fromisoformat(deliver_by)
     except ValueError:
