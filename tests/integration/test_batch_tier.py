@@ -10,9 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -29,7 +26,7 @@ from pydantic import SecretStr
 
 from tests.conftest import API_TOKEN, LLM_KEY, Stack
 from tests.support.cli import vamu as run_cli
-from tests.support.services import free_port
+from tests.support.notify_worker import NotifyWorker
 from tests.support.worker import wait_for_job
 from vamu_tasks.batches.policy import BatchPolicy
 from vamu_tasks.batches.service import BatchConfig, BatchDeps, TickReport, run_all_now, tick
@@ -370,11 +367,11 @@ def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_j
     # Notify workers (`python -m workers.notify`): the one leading housekeeping runs the tier
     # every half second, on its own broker keys (and so its own housekeeping lease).
     env = {
+        **os.environ,
         **tier.s.env,
         "VAMU_LLM_PROVIDER": tier.vendor,
         "VAMU_LLM_FALLBACK": "",
         "VAMU_BROKER_KEY_PREFIX": f"batch-{uuid.uuid4().hex[:8]}:",
-        "VAMU_METRICS_PORT": str(metrics_port := free_port()),
         "VAMU_BATCH_MAX_WAIT_S": "0",
         "VAMU_BATCH_POLL_INTERVAL_S": "0.5",
     }
@@ -395,7 +392,7 @@ def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_j
             assert wait_for_job(tier.s.store, job_id, timeout=60).status == "succeeded"
             tier.s.webhook.wait_for(lambda d, j=job_id: d["data"].get("jobId") == str(j))
         time.sleep(1.5)  # three more passes: a second commit or send would show now
-        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        url = f"http://127.0.0.1:{second.port}/metrics"
         with urllib.request.urlopen(url, timeout=5) as scraped:
             metrics = scraped.read().decode()
     finally:
@@ -407,7 +404,7 @@ def test_a_worker_killed_while_its_batch_is_out_loses_nothing_and_commits_each_j
     # The second worker committed them all, and says so.
     committed = f'vamu_batch_jobs_total{{outcome="committed",provider="{tier.vendor}"}} 4.0'
     assert committed in metrics
-    assert "Task vamu.batches.tick" not in second.log.read_text()  # in process, not a task
+    assert "Task vamu.batches.tick" not in second.text()  # in process, not a task
 
 
 def batch_status(tier: Tier) -> str | None:
@@ -415,38 +412,6 @@ def batch_status(tier: Tier) -> str | None:
         return conn.execute(
             sa.text("SELECT status FROM llm_batches WHERE status <> 'ended' ORDER BY created_at")
         ).scalar()
-
-
-class NotifyWorker:
-    """`python -m workers.notify` (housekeeping on), stopped by its PID."""
-
-    def __init__(self, env: dict[str, str], tmp: Path, name: str) -> None:
-        self.log = tmp / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "workers.notify",
-                    "--hostname",
-                    f"{name}@%h",
-                    "--without-gossip",
-                    "--without-mingle",
-                ],
-                env={**os.environ, **env},
-                cwd=tmp,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,7 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.support.services import free_port, scrape, temporary_database
+from tests.support.notify_worker import NotifyWorker
+from tests.support.services import temporary_database
 from vamu_tasks.bootstrap import Container
 from vamu_tasks.domain import NewJob, Notification, Spend, event_id_for
 from vamu_tasks.housekeeping import PERIODIC, Housekeeper, Periodic, lease_key
@@ -280,42 +278,6 @@ def test_two_outbox_sweeps_at_once_send_each_stale_notification_once(store):
 
 
 # --- the notify worker -----------------------------------------------------------------------
-
-
-class NotifyWorker:
-    """`python -m workers.notify`, stopped by its PID."""
-
-    def __init__(self, env: dict[str, str], tmp: Path, name: str, *args: str) -> None:
-        self.port = free_port()
-        self.log = tmp / f"{name}.log"
-        with open(self.log, "wb") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workers.notify", "--hostname", f"{name}@%h",
-                 "--without-gossip", "--without-mingle", *args],
-                env={**env, "VAMU_METRICS_PORT": str(self.port)}, cwd=tmp, stdout=out,
-                stderr=subprocess.STDOUT)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while " ready." not in self.text():
-            assert self.process.poll() is None, self.text()[-3000:]
-            assert time.monotonic() < deadline, self.text()[-3000:]
-            time.sleep(0.1)
-
-    def metric(self, name: str, **labels: str) -> float:
-        return scrape(self.port).get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 @pytest.fixture
