@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from vamu_tasks.domain import BatchAnswer, BatchRequest, JobRecord, Spend, Usage
+from vamu_tasks.domain import BatchAnswer, BatchRequest, JobFilter, JobRecord, Spend, Usage
 from vamu_tasks.errors import BudgetExceeded, ErrorKind, PermanentError, TransientError, VamuError
 from vamu_tasks.features import FEATURES
 from vamu_tasks.inspiration.service import READY_EVENT, accept_answer, batch_llm_request
@@ -169,8 +169,14 @@ def poll(deps: BatchDeps, report: TickReport) -> None:
             deps.batches.poll_later(batch_id, "unreadable", cfg.poll_interval_s)
             continue
         before = (report.committed, report.failed, report.to_sync, report.discarded)
-        for answer in answers:
-            settle_answer(deps, batch_id, answer, report)
+        # The batch's rows in one read, not one per answer.
+        pairs = [(answer, _job_id(answer)) for answer in answers]
+        ids = tuple(job_id for _, job_id in pairs if job_id is not None)
+        jobs = {job.id: job for job in deps.jobs.list_jobs(JobFilter(ids, limit=len(ids) or 1))}
+        for answer, job_id in pairs:
+            job = jobs.get(job_id) if job_id is not None else None
+            if job is not None:
+                settle_answer(deps, batch_id, answer, job, report)
         moved = deps.batches.end(batch_id, state.vendor_status, cfg.hold_s)
         report.to_sync += send_now(deps.sender, moved)
         after = (report.committed, report.failed, report.to_sync, report.discarded)
@@ -186,20 +192,21 @@ def poll(deps: BatchDeps, report: TickReport) -> None:
         )
 
 
+def _job_id(answer: BatchAnswer) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(answer.custom_id)
+    except ValueError:
+        log.error("batch answer with a custom_id that is no job id: %r", answer.custom_id)
+        return None
+
+
 def settle_answer(
-    deps: BatchDeps, batch_id: uuid.UUID, answer: BatchAnswer, report: TickReport
+    deps: BatchDeps, batch_id: uuid.UUID, answer: BatchAnswer, job: JobRecord, report: TickReport
 ) -> None:
     """One job's answer: committed as the synchronous job's would be, failed with the same
     error kind, or sent down the synchronous path (a transient error, an answer that needs the
     repair turn, a request that never ran); discarded, cost kept, if the job moved on."""
-    try:
-        job_id = uuid.UUID(answer.custom_id)
-    except ValueError:
-        log.error("batch answer with a custom_id that is no job id: %r", answer.custom_id)
-        return
-    job = deps.jobs.get_job(job_id)
-    if job is None:
-        return
+    job_id = job.id
     meter = SpendMeter()
     if answer.result is not None:
         meter.record_usage(
