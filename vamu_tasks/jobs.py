@@ -32,13 +32,15 @@ Handler = Callable[[JobRecord, SpendMeter], FeatureResult]
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """What a task run ended with; `notifications` are the ids still to be delivered."""
+    """What a task run ended with; `notifications` are the ids still to be delivered, and
+    `committed` those of them this run wrote itself, in hand (sent without reading them back)."""
 
     job_id: uuid.UUID
     status: str
     error_kind: str | None = None
     notifications: list[uuid.UUID] = field(default_factory=list)
     record: JobRecord | None = None
+    committed: list[Notification] = field(default_factory=list)
 
 
 class AttemptFailed(Exception):
@@ -186,7 +188,8 @@ def _outcome(
 ) -> JobOutcome:
     if notes is not None and job.status == committed_as:
         # This call wrote the outbox rows with the commit: their ids are the pending ones.
-        pending = [note.id for note in notes]
-    else:
-        pending = store.pending_notifications(job.id) if job.is_terminal else []
+        return JobOutcome(
+            job.id, job.status, job.error_kind, [note.id for note in notes], job, list(notes)
+        )
+    pending = store.pending_notifications(job.id) if job.is_terminal else []
     return JobOutcome(job.id, job.status, job.error_kind, pending, job)

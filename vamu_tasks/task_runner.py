@@ -22,6 +22,7 @@ from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
 from vamu_tasks.jobs import AttemptFailed, Handler, JobOutcome, fail_job, run_job
 from vamu_tasks.llm.spend import SpendMeter
 from vamu_tasks.notify.service import deliver as deliver_notification
+from vamu_tasks.notify.service import deliver_fresh
 from vamu_tasks.retry_policy import RetryPolicy, decide
 from vamu_tasks.tracing import current_trace
 
@@ -182,8 +183,28 @@ def send_notifications(task: Task[Any, Any], outcome: JobOutcome, container: Con
     ids = outcome.notifications
     # Without a local transport configured, an inline pass would only lock the row for nothing.
     if container.settings.notify_inline and INLINE_TRANSPORTS & container.transports.keys():
-        ids = deliver_inline(container, ids)
+        committed = {note.id for note in outcome.committed}
+        older = [event_id for event_id in ids if event_id not in committed]
+        ids = send_committed(container, outcome) + deliver_inline(container, older)
     dispatch_notifications(task.app, ids)
+
+
+def send_committed(container: Container, outcome: JobOutcome) -> list[uuid.UUID]:
+    """The inline delivery of the notifications this run has just committed, from memory (no
+    read, no row lock); the ids still pending somewhere, for the notify queue."""
+    if not outcome.committed:
+        return []
+    try:
+        return deliver_fresh(
+            container.store,
+            container.transports,
+            outcome.committed,
+            only=INLINE_TRANSPORTS,
+            retry_in_s=container.settings.outbox_stale_after_s,
+        )
+    except Exception:
+        log.warning("job %s: inline delivery failed; queued", outcome.job_id, exc_info=True)
+        return [note.id for note in outcome.committed]
 
 
 # Transports that are a local write (a Redis PUBLISH, a log line) go out from the worker that

@@ -5,12 +5,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from vamu_tasks.domain import JobRecord, NewJob, Notification, Spend, Usage, event_id_for
 from vamu_tasks.errors import StoreUnavailable
@@ -514,3 +516,76 @@ def test_an_unreachable_database_raises_store_unavailable(
 
     assert caught.value.retryable
     assert "Database unreachable" in caught.value.message
+
+
+# --- the job path's single statements ----------------------------------------------------------
+
+
+def test_marking_sent_takes_only_those_transports_off_and_delivers_when_none_are_left(
+    store: Store,
+) -> None:
+    job = started_job(store)
+    notes = [ready(job), ready(job, "agent-finished")]
+    store.fail(job.id, "provider_error", "boom", Spend(), notes)
+
+    store.mark_sent([note.id for note in notes], ["socketio"])
+
+    assert [store.get_notification(note.id) for note in notes] == [
+        (note, ["webhook"]) for note in notes
+    ]
+    store.mark_sent([notes[0].id], ["webhook", "socketio"])
+    store.mark_sent([uuid.uuid4()], ["webhook"])
+
+    assert store.get_notification(notes[0].id) == (notes[0], [])
+    assert store.pending_notifications(job.id) == [notes[1].id]
+
+
+def test_two_deliverers_marking_different_transports_at_once_lose_neither(
+    sql_store: SqlAlchemyJobStore,
+) -> None:
+    # Each pair races: one deliverer marks socketio while another marks webhook.
+    notes = []
+    for _ in range(30):
+        job = started_job(sql_store)
+        notes.append(ready(job))
+        sql_store.succeed(job.id, {"ideas": []}, Spend(), [notes[-1]])
+    marks = [(note.id, [transport]) for note in notes for transport in TRANSPORTS]
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda mark: sql_store.mark_sent([mark[0]], mark[1]), marks))
+
+    assert [sql_store.get_notification(note.id) for note in notes] == [(n, []) for n in notes]
+
+
+def test_an_ending_with_two_notifications_writes_both_outbox_rows_once(store: Store) -> None:
+    job = started_job(store)
+    notes = [ready(job, "ai-job-failed"), ready(job, "agent-finished")]
+
+    store.fail(job.id, "provider_error", "boom", SPEND, notes)
+    store.fail(job.id, "provider_error", "again", SPEND, notes)
+
+    assert sorted(store.pending_notifications(job.id)) == sorted(note.id for note in notes)
+    assert get(store, job.id).cost_usd == SPEND.cost_usd
+
+
+def test_a_pooled_connection_the_server_dropped_is_replaced_without_an_error(
+    sql_store: SqlAlchemyJobStore, backend: str, pg_url: str
+) -> None:
+    if backend != "postgres":
+        pytest.skip("PostgreSQL closes connections; SQLite has none to lose")
+    job = new_job(sql_store, source_ref=ref())
+    pids = set()
+    for _ in range(3):  # the pool hands its idle connections out in turn
+        with sql_store.db.engine.connect() as conn:
+            pids.add(conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one())
+    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        # What a server restart does to the connections idle in the pool.
+        for pid in pids:
+            assert conn.execute(sa.text(f"SELECT pg_terminate_backend({pid})")).scalar_one()
+    admin.dispose()
+
+    started = sql_store.start_attempt(job.id, "host:1:a", 60.0)
+    done = sql_store.succeed(job.id, {"ideas": []}, SPEND, [ready(job)])
+
+    assert (started.status, started.attempts, done.status) == ("running", 1, "succeeded")

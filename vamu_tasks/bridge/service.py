@@ -89,14 +89,16 @@ def accept_job(
         raise InvalidJobData(exc.message) from exc
     user_id = str(request["userId"])
     ref = source_ref(queue, bullmq_job_id, request.get("requestId"))
-    # Only the quota and the budget need to know up front whether this is a redelivery of a
-    # job we have: that one was let in before.
-    existing = store.find_job("bullmq", ref) if quota.limit > 0 or budget else None
-    # A user over today's spend budget is refused before any token is spent (and uncounted).
-    over = budget.over(user_id) if budget is not None and existing is None else None
-    if over is not None:
+    # A redelivered BullMQ job we already have was let in before: it is never refused and
+    # never counted twice. Looking it up first would cost every job a query, so the lookup
+    # happens only on the way to a refusal, and a count taken for a job that turns out to
+    # exist is given back below.
+    over = budget.over(user_id) if budget is not None else None
+    if over is not None and store.find_job("bullmq", ref) is None:
+        # A user over today's spend budget is refused before any token is spent (and uncounted).
         raise BudgetExceededForUser(over)
-    if existing is None and not quota.take(user_id):
+    counted = quota.take(user_id)
+    if not counted and store.find_job("bullmq", ref) is None:
         raise QuotaExceededForUser(f"user {user_id!r} already started {quota.limit} jobs this hour")
     created = False
     try:
@@ -111,7 +113,8 @@ def accept_job(
             batch=batch,
         )
     finally:
-        # Counted only for a row this call created; a concurrent twin may have won the insert.
-        if existing is None and not created:
+        # Counted only for a row this call created: a redelivery, or a concurrent twin that won
+        # the insert, gives its count back.
+        if counted and not created and quota.limit > 0:
             quota.give_back(user_id)
     return Accepted(job.id, task_id, created=created)

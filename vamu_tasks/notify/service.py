@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
-from vamu_tasks.domain import Delivery
+from vamu_tasks.domain import Delivery, Notification
 from vamu_tasks.errors import TransientError
 from vamu_tasks.metrics import NOTIFICATIONS
 from vamu_tasks.ports import Transport
@@ -73,3 +73,65 @@ def deliver(
         if failed:
             delivery.record_failure("; ".join(f"{k}: {v}" for k, v in failed.items()), retry_in_s)
         return DeliveryReport(delivered, failed, left)
+
+
+class FreshOutbox(Protocol):
+    @property
+    def transports(self) -> list[str]:
+        """The transports every outbox row it writes is pending for."""
+        ...
+
+    def mark_sent(self, event_ids: Sequence[uuid.UUID], transports: Sequence[str]) -> None: ...
+
+    def record_delivery_failure(
+        self, event_id: uuid.UUID, error: str, retry_in_s: float
+    ) -> None: ...
+
+
+def deliver_fresh(
+    outbox: FreshOutbox,
+    transports: Mapping[str, Transport],
+    notifications: Sequence[Notification],
+    *,
+    only: Collection[str],
+    retry_in_s: float = 30.0,
+) -> list[uuid.UUID]:
+    """Send notifications this process has just committed to the transports in `only`, from
+    the notifications in hand, and record it in one UPDATE: no read, no row lock. Returns the
+    ids still pending somewhere (a transport left out, or one that failed) for the notify queue.
+
+    Nobody else delivers a notification this fresh: the sweeper leaves it for
+    VAMU_OUTBOX_STALE_AFTER_S and the notify task is sent after this returns. A redelivered copy
+    of the job's task could deliver it meanwhile (through `deliver`); the event then goes out
+    twice with the same id, which at-least-once delivery allows.
+    """
+    pending = outbox.transports
+    left: list[uuid.UUID] = []
+    sent: dict[tuple[str, ...], list[uuid.UUID]] = {}
+    for note in notifications:
+        delivered: list[str] = []
+        failed: dict[str, str] = {}
+        for name in pending:
+            if name not in only:
+                continue
+            transport = transports.get(name)
+            if transport is None:
+                failed[name] = f"transport {name!r} is not configured in this process"
+                continue
+            try:
+                transport.send(note)
+            except TransientError as exc:
+                failed[name] = exc.message
+                NOTIFICATIONS.labels(name, "failed").inc()
+                continue
+            NOTIFICATIONS.labels(name, "delivered").inc()
+            delivered.append(name)
+        sent.setdefault(tuple(delivered), []).append(note.id)
+        if failed:
+            error = "; ".join(f"{k}: {v}" for k, v in failed.items())
+            outbox.record_delivery_failure(note.id, error, retry_in_s)
+        if failed or any(name not in only for name in pending):
+            left.append(note.id)
+    for names, ids in sent.items():
+        outbox.mark_sent(ids, names)
+    return left

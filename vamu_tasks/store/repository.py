@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from functools import partial
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Engine, create_engine, event, select, tuple_, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Row,
+    create_engine,
+    event,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vamu_tasks.domain import (
@@ -26,9 +37,12 @@ from vamu_tasks.domain import (
     Spend,
 )
 from vamu_tasks.errors import LeaseHeld, StoreUnavailable
+from vamu_tasks.store import statements
 from vamu_tasks.store.models import AiJob, NotificationOutbox
 
 OPEN_STATUSES = ("queued", "running")
+JOBS = statements.JOBS
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -56,9 +70,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+    # No pool_pre_ping: it cost a round trip per checkout. A connection that died in the pool
+    # fails its first statement instead; SQLAlchemy then drops every connection as old as it,
+    # and `Database.run` sends the work again on a new one (the job path), while the other
+    # calls raise StoreUnavailable once and are retried by their callers.
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -68,7 +84,7 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value
 
 
-def to_record(row: AiJob) -> JobRecord:
+def to_record(row: AiJob | Row[Any]) -> JobRecord:
     return JobRecord(
         id=row.id,
         feature=cast(Feature, row.feature),
@@ -97,6 +113,36 @@ def to_record(row: AiJob) -> JobRecord:
         cache_write_tokens=row.cache_write_tokens,
         deliver_by=as_utc(row.deliver_by),
         batch_id=row.batch_id,
+    )
+
+
+def _new_record(values: Mapping[str, Any]) -> JobRecord:
+    """The record of a row just inserted with `values` (and the columns' defaults)."""
+    return JobRecord(
+        id=values["id"],
+        feature=values["feature"],
+        user_id=values["user_id"],
+        status=values["status"],
+        request=values["request"],
+        result=None,
+        error_kind=None,
+        error_message=None,
+        attempts=0,
+        source=values["source"],
+        source_ref=values["source_ref"],
+        provider=None,
+        model=None,
+        input_tokens=None,
+        output_tokens=None,
+        cost_usd=None,
+        created_at=values["created_at"],
+        started_at=None,
+        finished_at=None,
+        rerun_of=values["rerun_of"],
+        notify=values["notify"],
+        rerun_reason=values["rerun_reason"],
+        requested_by=values["requested_by"],
+        deliver_by=values["deliver_by"],
     )
 
 
@@ -202,6 +248,35 @@ class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # On PostgreSQL a statement of `run` is its own transaction: no BEGIN and COMMIT round
+        # trips (psycopg sends each apart). SQLite keeps its write-locking transaction.
+        self._autocommit: Engine | None = None
+        if engine.dialect.name == "postgresql":
+            self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        """`work` on one connection, committed when it returns: each statement on its own on
+        PostgreSQL (so `work` must be correct statement by statement, as the job path's single
+        statements are), in one transaction on SQLite.
+
+        A pooled connection found dead (the server restarted while it sat idle) is replaced and
+        `work` runs once more; a database that stays away raises StoreUnavailable.
+        """
+        for attempt in (1, 2):
+            try:
+                if self._autocommit is not None:
+                    with self._autocommit.connect() as conn:
+                        return work(conn)
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except DBAPIError as exc:
+                if attempt == 1 and exc.connection_invalidated:
+                    continue
+                unavailable = _unavailable(exc)
+                if unavailable is None:
+                    raise
+                raise unavailable from exc
+        raise AssertionError("unreachable")
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10) -> Database:
@@ -216,14 +291,19 @@ class Database:
             with self._sessions() as session, session.begin():
                 yield session
         except DBAPIError as exc:
-            # Only a lost or refused connection is worth retrying; a data or programming error
-            # would fail the same way again.
-            lost = isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
-            if not lost:
+            unavailable = _unavailable(exc)
+            if unavailable is None:
                 raise
-            raise StoreUnavailable(
-                f"Database unreachable ({type(exc.orig).__name__}); will retry."
-            ) from exc
+            raise unavailable from exc
+
+
+def _unavailable(exc: DBAPIError) -> StoreUnavailable | None:
+    """A lost or refused connection as StoreUnavailable (worth retrying); None for a data or
+    programming error, which would fail the same way again."""
+    lost = isinstance(exc, OperationalError | InterfaceError) or exc.connection_invalidated
+    if not lost:
+        return None
+    return StoreUnavailable(f"Database unreachable ({type(exc.orig).__name__}); will retry.")
 
 
 class SqlAlchemyJobStore:
@@ -246,68 +326,66 @@ class SqlAlchemyJobStore:
     # --- jobs -----------------------------------------------------------------------------
 
     def create_job(self, job: NewJob) -> tuple[JobRecord, bool]:
-        row = AiJob(
-            id=job.id,
-            feature=job.feature,
-            user_id=job.user_id,
-            status="batched" if job.deliver_by else "queued",
-            request=dict(job.request),
-            deliver_by=job.deliver_by,
-            source=job.source,
-            source_ref=job.source_ref,
-            attempts=0,
-            rerun_of=job.rerun_of,
-            notify=job.notify,
-            rerun_reason=job.rerun_reason,
-            requested_by=job.requested_by,
-            created_at=utcnow(),
-        )
-        try:
-            with self._session() as session:
-                session.add(row)
-            return to_record(row), True
-        except IntegrityError:
-            if job.source_ref is None:
-                raise
-        with self._session() as session:
-            existing = session.scalars(
-                select(AiJob).where(AiJob.source == job.source, AiJob.source_ref == job.source_ref)
-            ).one()
-            return to_record(existing), False
+        values: dict[str, Any] = {
+            "id": job.id,
+            "feature": job.feature,
+            "user_id": job.user_id,
+            "status": "batched" if job.deliver_by else "queued",
+            "request": dict(job.request),
+            "deliver_by": job.deliver_by,
+            "source": job.source,
+            "source_ref": job.source_ref,
+            "attempts": 0,
+            "rerun_of": job.rerun_of,
+            "notify": job.notify,
+            "rerun_reason": job.rerun_reason,
+            "requested_by": job.requested_by,
+            "created_at": utcnow(),
+        }
+        # One INSERT … ON CONFLICT DO NOTHING: a redelivered BullMQ job reads back the first.
+        if self.db.run(lambda conn: statements.insert_job(conn, values)):
+            return _new_record(values), True
+        if job.source_ref is None:
+            raise LookupError(f"job {job.id} was not inserted and has no source_ref")
+        existing = self.find_job(job.source, job.source_ref)
+        if existing is None:
+            raise LookupError(f"No ai_jobs row for {job.source} {job.source_ref}")
+        return existing, False
 
     def get_job(self, job_id: uuid.UUID) -> JobRecord | None:
-        with self._session() as session:
-            row = session.get(AiJob, job_id)
-            return to_record(row) if row else None
+        row = self.db.run(lambda conn: conn.execute(statements.GET_JOB, {"job_id": job_id}).first())
+        return to_record(row) if row else None
 
     def find_job(self, source: str, source_ref: str) -> JobRecord | None:
-        with self._session() as session:
-            row = session.scalars(
-                select(AiJob).where(AiJob.source == source, AiJob.source_ref == source_ref)
-            ).one_or_none()
-            return to_record(row) if row else None
+        params = {"source": source, "source_ref": source_ref}
+        row = self.db.run(lambda conn: conn.execute(statements.FIND_JOB, params).first())
+        return to_record(row) if row else None
 
     def start_attempt(
         self, job_id: uuid.UUID, owner: str | None = None, lease_s: float = 0.0
     ) -> JobRecord:
-        with self._session() as session:
-            row = session.get(AiJob, job_id, with_for_update=True)
-            if row is None:
-                raise LookupError(f"No ai_jobs row {job_id}")
-            if row.status in TERMINAL_STATUSES:
-                return to_record(row)
+        # One UPDATE … RETURNING; only when it changes nothing is the row read, to say why.
+        # The state may move in between (a lease running out): then the update is tried again.
+        for _ in range(3):
             now = utcnow()
-            until = as_utc(row.lease_until)
-            if owner and row.lease_owner not in (None, owner) and until and until > now:
-                raise LeaseHeld(f"job {job_id} is running on {row.lease_owner}")
-            row.status = "running"
-            row.attempts += 1
-            row.started_at = row.started_at or now
-            row.retry_at = None
-            if owner:
-                row.lease_owner = owner
-                row.lease_until = now + timedelta(seconds=lease_s)
-            return to_record(row)
+            row = self.db.run(
+                partial(
+                    statements.start_attempt, job_id=job_id, now=now, owner=owner, lease_s=lease_s
+                )
+            )
+            if row is not None:
+                return to_record(row)
+            current = self.db.run(
+                lambda conn: conn.execute(statements.GET_JOB, {"job_id": job_id}).first()
+            )
+            if current is None:
+                raise LookupError(f"No ai_jobs row {job_id}")
+            if current.status in TERMINAL_STATUSES:
+                return to_record(current)
+            until = as_utc(current.lease_until)
+            if current.lease_owner not in (None, owner) and until and until > now:
+                raise LeaseHeld(f"job {job_id} is running on {current.lease_owner}")
+        raise LeaseHeld(f"job {job_id} changed hands while this attempt started; not run here")
 
     def renew_leases(self, held: Sequence[tuple[uuid.UUID, str]], lease_s: float) -> None:
         """Keep the (job, owner) leases this process holds from being taken for orphans."""
@@ -479,14 +557,19 @@ class SqlAlchemyJobStore:
         spend: Spend,
         notifications: Sequence[Notification],
     ) -> JobRecord:
-        with self._session() as session:
-            row = session.get(AiJob, job_id, with_for_update=True)
-            if row is None:
-                raise LookupError(f"No ai_jobs row {job_id}")
-            if row.status in TERMINAL_STATUSES:
-                return to_record(row)
-            finish_row(session, row, values, spend, notifications, self._transports)
+        # The outcome and its outbox rows in one statement, only if the job is still open.
+        now = utcnow()
+        row = self.db.run(
+            lambda conn: statements.finish(
+                conn, job_id, values, spend, notifications, self._transports, now
+            )
+        )
+        if row is not None:
             return to_record(row)
+        job = self.get_job(job_id)
+        if job is None:
+            raise LookupError(f"No ai_jobs row {job_id}")
+        return job
 
     # --- outbox ---------------------------------------------------------------------------
 
@@ -539,6 +622,17 @@ class SqlAlchemyJobStore:
             row.pending_transports = [t for t in row.pending_transports if t != transport]
             if not row.pending_transports:
                 row.delivered_at = utcnow()
+
+    @property
+    def transports(self) -> list[str]:
+        """The transports every outbox row written by this store is pending for."""
+        return list(self._transports)
+
+    def mark_sent(self, event_ids: Sequence[uuid.UUID], transports: Sequence[str]) -> None:
+        """Record that `transports` have had these notifications, without locking them: for
+        the worker that has just committed them and sent them itself."""
+        now = utcnow()
+        self.db.run(lambda conn: statements.mark_sent(conn, event_ids, transports, now))
 
     def record_delivery_failure(self, event_id: uuid.UUID, error: str, retry_in_s: float) -> None:
         with self._session() as session:

@@ -356,6 +356,15 @@ class InMemoryJobStore:
             if row is not None:
                 row.pending = [t for t in row.pending if t != transport]
 
+    @property
+    def transports(self) -> list[str]:
+        return list(self._transports)
+
+    def mark_sent(self, event_ids: Sequence[uuid.UUID], transports: Sequence[str]) -> None:
+        for event_id in event_ids:
+            for transport in transports:
+                self.mark_delivered(event_id, transport)
+
     def record_delivery_failure(self, event_id: uuid.UUID, error: str, retry_in_s: float) -> None:
         with self._lock:
             row = self.outbox.get(event_id)
