@@ -228,9 +228,9 @@ class Suite:
         sustain = {**p.zero_sustain, "rate": base["params"]["rate"]}
         # The settings the bench ran vamu with before issue 16: quota off (the bridge skips its
         # lookup before the insert), 250 LLM threads, notifications over Socket.IO only.
-        tuned = ", ".join(f"{k}={v}" for k, v in TUNED_SETTINGS.items())
+        tuned = ", ".join(f"{k.removeprefix('VAMU_')}={v}" for k, v in TUNED_SETTINGS.items())
         with self.stack("vamu", memory_key="whatif_tuned", workers=1, env=dict(TUNED_SETTINGS),
-                        what_if=f"the tuned settings ({tuned})") as s:
+                        what_if=f"tuned ({tuned})") as s:
             self.sc["whatif_tuned_capacity/vamu"] = b.scenario(s, "whatif-tuned-capacity",
                                                                **p.zero_cap)
             self.sc["whatif_tuned_sustain/vamu"] = b.scenario(s, "whatif-tuned-sustain",
