@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // The benchmark's NestJS side: a BullMQ producer (Queue.add, as @nestjs/bullmq does) and a
-// Socket.IO server behind @socket.io/redis-adapter with one socket.io-client per user, in one
-// process, so every timestamp below comes from the same clock.
+// Socket.IO server behind @socket.io/redis-adapter with a few socket.io-clients, in one
+// process, so every timestamp below comes from the same clock. The jobs are spread over
+// thousands of users (round robin from `userOffset`, so the per-user quota refuses none); rather
+// than one client per user, each of `clients` sockets is joined to the `user:<id>` rooms of its
+// slice of `users` (the handshake carries the slice), so receiving stays cheap.
 //
 // Input: one JSON line on stdin (the spec, see `defaults`). Output on stdout: JSON lines
 //   {"ready": true}                      the clients are in their rooms; adding starts now
@@ -37,6 +40,8 @@ const defaults = {
   queue: "vamu-ai",
   socketioKey: "socket.io",
   users: ["u-ada", "u-bruno", "u-chioma", "u-dev"],
+  userOffset: 0, // the first job goes to users[userOffset % users.length]
+  clients: 4, // socket.io-clients; each joins the rooms of a slice of `users`
   kind: "inspiration", // or "chat"
   tag: "run",
   mode: "closed",
@@ -83,7 +88,10 @@ async function main() {
 
   const httpServer = http.createServer();
   const io = new Server(httpServer, { adapter: createAdapter(pub, sub, { key: spec.socketioKey }) });
-  io.on("connection", (socket) => socket.join(`user:${socket.handshake.auth.userId}`));
+  io.on("connection", (socket) => {
+    const userIds = socket.handshake.auth.userIds;
+    if (Array.isArray(userIds)) socket.join(userIds.map((id) => `user:${id}`));
+  });
   httpServer.listen(0, "127.0.0.1");
   await once(httpServer, "listening");
   const { port } = httpServer.address();
@@ -95,9 +103,12 @@ async function main() {
   let completed = 0;
   let onComplete = () => {};
   const clients = [];
-  await Promise.all(spec.users.map((user) => new Promise((resolve, reject) => {
+  const nClients = Math.max(1, Math.min(spec.clients, spec.users.length));
+  const slices = Array.from({ length: nClients }, (_, i) =>
+    spec.users.filter((_, n) => n % nClients === i));
+  await Promise.all(slices.map((userIds, i) => new Promise((resolve, reject) => {
     const client = connectClient(`http://127.0.0.1:${port}`, {
-      auth: { userId: user }, transports: ["websocket"], reconnection: false,
+      auth: { userIds }, transports: ["websocket"], reconnection: false,
     });
     clients.push(client);
     client.onAny((event, data) => {
@@ -111,7 +122,7 @@ async function main() {
       }
     });
     client.once("connect", resolve);
-    client.once("connect_error", (err) => reject(new Error(`${user}: ${err.message}`)));
+    client.once("connect_error", (err) => reject(new Error(`client ${i}: ${err.message}`)));
   })));
 
   const queue = new Queue(spec.queue, { connection: producerConn, prefix: spec.prefix });
@@ -121,7 +132,7 @@ async function main() {
   let addErrors = 0;
   let seq = 0;
   const jobFor = (n) => {
-    const userId = spec.users[n % spec.users.length];
+    const userId = spec.users[(spec.userOffset + n) % spec.users.length];
     if (spec.kind === "chat") {
       const conversationId = `bench-${spec.tag}-${n}`;
       return ["chatbot.reply", { userId, conversationId,

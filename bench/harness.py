@@ -18,6 +18,9 @@ from typing import Any
 import psutil
 import sqlalchemy as sa
 
+from vamu_tasks.settings import Settings
+from vamu_tasks.testing.fake_api import generated_users
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 PG_ADMIN_URL = os.environ.get(
@@ -29,8 +32,20 @@ NODE_DIR = REPO / "tests" / "e2e" / "node"
 REDIS_BASE = os.environ.get("VAMU_BENCH_REDIS", "redis://127.0.0.1:6379")
 API_TOKEN = "bench-api-token"
 LLM_KEY = "sk-bench-not-a-key"
-USERS = ["u-ada", "u-bruno", "u-chioma", "u-dev"]
-LLM_CONCURRENCY = 250
+# The jobs go round robin over this many generated users (the fake API serves them with
+# `--users`): at the default quota of 120 jobs per user and hour, a stack may take 600,000 jobs
+# before any user is refused; `suite.check_quota_headroom` checks a full run's worst case.
+USER_COUNT = 5000
+USERS = list(generated_users(USER_COUNT))
+DEFAULT_QUOTA_PER_HOUR = Settings.model_fields["quota_jobs_per_user_per_hour"].default
+# Baseline (a)'s concurrency (it needs 200 jobs in flight), and the LLM worker's in the tuned
+# what-if (the settings the bench ran vamu with before issue 16).
+BASELINE_CONCURRENCY = 250
+TUNED_SETTINGS = {
+    "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": "0",
+    "VAMU_LLM_CONCURRENCY": "250",
+    "VAMU_NOTIFY": "socketio",
+}
 FEATURE_TASKS = {"vamu.inspiration.generate", "vamu.chatbot.reply", "vamu.agent.run"}
 SYSTEM_LABELS = {
     "vamu": "vamu-tasks (bridge + Celery threads)",

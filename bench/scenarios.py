@@ -41,6 +41,11 @@ from stack import Stack
 
 from vamu_tasks.store.migrate import upgrade
 
+# The driver's socket.io-clients: each joins the rooms of a slice of the users.
+DRIVER_CLIENTS = 4
+# The unmeasured jobs every new stack runs first, in seconds.
+PRIME_S = {"full": 3.0, "quick": 0.5}
+
 # ----------------------------------------------------------------------------- the bench
 
 
@@ -116,12 +121,14 @@ class Bench:
             "VAMU_LLM_PROVIDER": "openai",
             "OPENAI_API_KEY": LLM_KEY,
             "OPENAI_BASE_URL": self.llm_url + "/v1",
-            "VAMU_NOTIFY": "socketio",
+            # docker-compose's default: the app hears of jobs over Socket.IO, and they are logged.
+            "VAMU_NOTIFY": "socketio,log",
             "VAMU_SOCKETIO_KEY": self.sio_key,
             "VAMU_BULLMQ_QUEUE": "vamu-ai",
             "VAMU_BULLMQ_PREFIX": f"{prefix}-bull",
-            # The driver sends thousands of jobs for four users: no per-user hourly quota.
-            "VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": "0",
+            # The quota stays on at its default; its counters live under the stack's prefix, so
+            # each stack starts from zero and they are deleted with the stack's keys.
+            "VAMU_QUOTA_KEY_PREFIX": f"{prefix}:quota",
             "VAMU_BENCH_PROBE_DIR": str(self.probe_dir),
         })
         if self.args.probe_off:
@@ -143,7 +150,7 @@ class Bench:
                          env={**os.environ, "VAMU_BENCH_PROBE_DIR": str(self.probe_dir)})
         api = self.spawn("fake-api", "harness",
                          [PY, "-m", "vamu_tasks.testing.fake_api", "--port", "0",
-                          "--token", API_TOKEN])
+                          "--token", API_TOKEN, "--users", str(len(USERS))])
         self.llm_url = json.loads(self._json_line(llm, '{"url"'))["url"]
         self.api_url = json.loads(self._json_line(api, '{"url"'))["url"]
         log(f"fake LLM {self.llm_url}, fake API {self.api_url}, database {self.pg_url}")
@@ -275,11 +282,30 @@ class Bench:
                 "extract(epoch from finished_at) AS finished FROM ai_jobs"))
             return [dict(r._mapping) for r in rows]
 
+    def refusals(self, stack: Stack, rows: list[dict[str, Any]]) -> dict[str, int]:
+        """Jobs refused or failed in the last scenario, by kind: the BullMQ jobs the bridge
+        failed (by the kind its `failedReason` starts with, e.g. `quota_exceeded`: a refused
+        job has no row) and the job rows by `error_kind`."""
+        out: Counter[str] = Counter()
+        for row in rows:
+            if row["error_kind"]:
+                out[str(row["error_kind"])] += 1
+        bull = f"{stack.prefix}-bull:vamu-ai"
+        for raw in self.redis.zrange(f"{bull}:failed", 0, -1):
+            job_id = raw.decode()
+            if f"{bull}:{job_id}" in stack.failed_seen:
+                continue
+            stack.failed_seen.add(f"{bull}:{job_id}")
+            reason = (self.redis.hget(f"{bull}:{job_id}", "failedReason") or b"").decode()
+            out[reason.split(":", 1)[0] or "unknown"] += 1
+        return dict(out)
+
     def prime(self, stack: Stack) -> None:
         """A few seconds of jobs nobody measures: the first jobs of a process pay for lazy
         imports (the SDKs), client and pool set-up; in production a worker is long-lived."""
         self.scenario(stack, f"prime-{stack.prefix}", mode="closed", in_flight=8, warmup=0,
-                      duration=0.5 if self.quick else 3.0, drain=30, quiet=True)
+                      duration=PRIME_S["quick" if self.quick else "full"], drain=30,
+                      quiet=True)
         if stack.dirty:
             raise RuntimeError(f"{stack.label}: priming jobs did not finish")
 
@@ -297,7 +323,8 @@ class Bench:
         out = self.rundir / f"{name}.driver.json"
         spec = {
             "redis": self.redis_url, "prefix": f"{stack.prefix}-bull", "queue": "vamu-ai",
-            "socketioKey": self.sio_key, "users": USERS, "kind": kind, "tag": f"{self.tag}{name}",
+            "socketioKey": self.sio_key, "users": USERS, "userOffset": stack.jobs_added,
+            "clients": DRIVER_CLIENTS, "kind": kind, "tag": f"{self.tag}{name}",
             "mode": mode, "rate": rate, "inFlight": in_flight, "warmupS": warmup,
             "durationS": duration, "drainS": drain, "maxBacklog": max_backlog, "out": str(out),
         }
@@ -311,8 +338,12 @@ class Bench:
         window = self._drive(stack, name, spec, timeout=warmup + duration + drain + 60)
         time.sleep(0.6)  # the probes flush every 0.25 s
         data = json.loads(out.read_text())
+        stack.jobs_added += int(data["meta"]["added"])
         rows = self.fetch_rows()
+        refusals = self.refusals(stack, rows)
         result = analyse(data, rows, self.read_probes(), kind=kind)
+        result["refusals"] = refusals
+        result["max_jobs_per_user"] = -(-stack.jobs_added // len(USERS))
         result.update({"system": stack.kind, "label": stack.label, "workers": stack.workers,
                        "params": params, "cpu": window["cpu"], "memory": window["memory"]})
         add_cpu_per_job(result)
@@ -322,6 +353,11 @@ class Bench:
         if kind == "chat":
             self.chat_job_ids.extend(str(r["id"]) for r in rows)
         stack.dirty = data["meta"]["unfinished"] > 0
+        if refusals.get("quota_exceeded") or refusals.get("quota"):
+            raise RuntimeError(
+                f"scenario {name}: the per-user quota refused jobs ({refusals}); the bench must "
+                f"spread its jobs over more users (now {len(USERS)}, up to "
+                f"{result['max_jobs_per_user']} jobs each on this stack)")
         if not quiet:
             log(f"  {result['throughput']['jobs_per_s']} jobs/s in the window, e2e "
                 f"{_fmt_pct(result['latency_ms'].get('end_to_end'))}, "

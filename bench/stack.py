@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import BENCH, LLM_CONCURRENCY, PY, PYSPY, SYSTEM_LABELS, Proc, log, stop_all
+from harness import (
+    BASELINE_CONCURRENCY,
+    BENCH,
+    PY,
+    PYSPY,
+    SYSTEM_LABELS,
+    Proc,
+    log,
+    stop_all,
+)
 
 if TYPE_CHECKING:  # scenarios imports this module
     from scenarios import Bench
@@ -20,24 +29,39 @@ class Stack:
     bench: Bench
     kind: str  # vamu | bullmq-python | celery-defaults
     workers: int = 1
-    pool_size: int = 10
-    concurrency: int = LLM_CONCURRENCY
+    # None: the setting's default. The scaling scenario shrinks the pools to stay under
+    # PostgreSQL's 100 connections with 4 LLM workers.
+    pool_size: int | None = None
     profile: bool = False
     env: dict[str, str] = field(default_factory=dict)  # extra settings, e.g. for a what-if
+    what_if: str = ""  # names the changed settings in the label
     procs: list[Proc] = field(default_factory=list)
     dirty: bool = False
     prefix: str = ""
     profiles: dict[str, Path] = field(default_factory=dict)
+    # Jobs added over the stack's life (restarts included): the next scenario's first user.
+    jobs_added: int = 0
+    failed_seen: set[str] = field(default_factory=set)  # BullMQ failed jobs already counted
 
     @property
     def label(self) -> str:
         extra = f", {self.workers} LLM worker processes" if self.kind == "vamu" else ""
+        if self.what_if:
+            extra += f"; what-if: {self.what_if}"
         return SYSTEM_LABELS[self.kind] + extra
+
+    def settings_env(self) -> dict[str, str]:
+        """The settings this stack changes from the defaults (besides plumbing: URLs, keys)."""
+        if self.kind == "celery-defaults":
+            # Baseline (b) keeps the settings it always ran with (quota off, Socket.IO only).
+            return {"VAMU_QUOTA_JOBS_PER_USER_PER_HOUR": "0", "VAMU_NOTIFY": "socketio",
+                    **self.env}
+        return dict(self.env)
 
     def start(self) -> None:
         b = self.bench
         self.prefix = b.new_prefix()
-        env = {**b.base_env(self.prefix), **self.env}
+        env = {**b.base_env(self.prefix), **self.settings_env()}
         data_dir = Path(env["VAMU_DATA_DIR"])
         data_dir.mkdir(parents=True, exist_ok=True)
         probe = [PY, str(BENCH / "probe.py")]
@@ -46,10 +70,10 @@ class Stack:
             plan.append(("bridge", [*probe, "bridge", "workers.bridge"], {}, "bridge ready"))
         if self.kind == "vamu":
             for i in range(1, self.workers + 1):
+                pool = ({} if self.pool_size is None else
+                        {"VAMU_DATABASE_POOL_SIZE": str(self.pool_size)})
                 plan.append((f"llm{i}", [*probe, f"llm{i}", "workers.llm", "--hostname",
-                                         f"llm{i}-{self.prefix}@%h"],
-                             {"VAMU_LLM_CONCURRENCY": str(self.concurrency),
-                              "VAMU_DATABASE_POOL_SIZE": str(self.pool_size)}, " ready."))
+                                         f"llm{i}-{self.prefix}@%h"], pool, " ready."))
             plan.append(("notify", [*probe, "notify", "workers.notify", "--hostname",
                                     f"notify-{self.prefix}@%h"], {}, " ready."))
         elif self.kind == "celery-defaults":
@@ -61,7 +85,7 @@ class Stack:
                                     f"defaults-{self.prefix}@%h"], {}, " ready."))
         else:
             plan.append(("baseline", [PY, str(BENCH / "baseline_bullmq.py")],
-                         {"BENCH_BASELINE_CONCURRENCY": str(LLM_CONCURRENCY),
+                         {"BENCH_BASELINE_CONCURRENCY": str(BASELINE_CONCURRENCY),
                           "VAMU_DATABASE_POOL_SIZE": "20"}, "baseline ready"))
         started: list[tuple[Proc, str]] = []
         for name, argv, extra, ready in plan:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from analysis import summarize_profile
-from scenarios import Bench, calibrate
+from harness import DEFAULT_QUOTA_PER_HOUR, TUNED_SETTINGS, USERS, RssSampler
+from scenarios import PRIME_S, Bench, calibrate
 from stack import Stack
 
 # ----------------------------------------------------------------------------- plan
@@ -37,7 +39,8 @@ FULL = Plan(
     zero_open=dict(mode="open", rate=400, warmup=1, duration=60, drain=10, max_backlog=2000),
     zero_sustain=dict(mode="open", warmup=2, duration=20, drain=20),
     hop=dict(mode="open", rate=100, warmup=3, duration=20, drain=20),
-    lat1=dict(mode="closed", in_flight=200, warmup=3, duration=30, drain=15, latency=1.0),
+    # Issue 16's goal 4: 1 s with 100 jobs in flight, 5 s with 200.
+    lat1=dict(mode="closed", in_flight=100, warmup=3, duration=30, drain=15, latency=1.0),
     lat5=dict(mode="closed", in_flight=200, warmup=6, duration=40, drain=15, latency=5.0),
     # A rate the stack carries with CPU to spare: the target is about streaming latency.
     chat=dict(kind="chat", mode="open", rate=4, warmup=2, duration=20, drain=15),
@@ -63,6 +66,50 @@ QUICK = Plan(
 )
 SCENARIO_GROUPS = ("calibrate", "zero", "hop", "latency", "chat", "scaling", "whatif",
                    "profile")
+# What --quick leaves out unless --only names it (the profile needs --no-profile unset too).
+NOT_IN_QUICK = ("whatif",)
+
+# Far above any stack measured here (baseline (a) carries about 280 jobs/s): the rate at which
+# the quota check below counts a closed loop's jobs.
+CEILING_JOBS_PER_S = 1000.0
+
+
+def worst_case_jobs(plan: Plan, quick: bool) -> int:
+    """An upper bound of the jobs one vamu stack takes in a run of this plan: its priming and
+    every scenario it runs, closed loops at CEILING_JOBS_PER_S (or in_flight / LLM latency)."""
+
+    def bound(p: dict[str, Any]) -> float:
+        seconds = p["warmup"] + p["duration"]
+        if p["mode"] == "open":
+            return (p.get("rate") or CEILING_JOBS_PER_S / 2) * seconds
+        per_s = CEILING_JOBS_PER_S
+        if p.get("latency"):
+            per_s = min(per_s, p["in_flight"] / p["latency"])
+        return p["in_flight"] + per_s * seconds
+
+    prime = dict(mode="closed", in_flight=8, warmup=0, duration=PRIME_S["quick" if quick
+                                                                          else "full"])
+    scenarios = [prime, plan.zero_cap, plan.zero_open, plan.zero_sustain, plan.hop, plan.lat1,
+                 plan.chat] + ([plan.lat5] if plan.lat5 else [])
+    return math.ceil(sum(bound(p) for p in scenarios))
+
+
+def check_quota_headroom(plan: Plan, quick: bool) -> dict[str, int]:
+    """The default per-user quota must refuse none of the bench's jobs (its cost is measured,
+    not skipped): round robin over USERS, no user may reach the limit in a run."""
+    out: dict[str, int] = {"users": len(USERS), "quota_per_hour": DEFAULT_QUOTA_PER_HOUR}
+    # This run's plan, and a full run's whatever this run is (the figures come from a full run).
+    for name, p, q in (("this_run", plan, quick), ("full_run", FULL, False)):
+        worst = worst_case_jobs(p, q)
+        per_user = math.ceil(worst / len(USERS))
+        if per_user > DEFAULT_QUOTA_PER_HOUR:
+            raise RuntimeError(
+                f"a vamu stack may take {worst} jobs in a {name.replace('_', ' ')}: "
+                f"{per_user} per user over {len(USERS)} users, above the default quota "
+                f"({DEFAULT_QUOTA_PER_HOUR}/hour)")
+        out[f"worst_case_jobs_per_stack_{name}"] = worst
+        out[f"worst_case_jobs_per_user_{name}"] = per_user
+    return out
 
 
 class Suite:
@@ -73,19 +120,29 @@ class Suite:
         self.plan = plan
         self.only = only
         self.profile = profile
-        self.results: dict[str, Any] = {"scenarios": {}}
+        self.results: dict[str, Any] = {"scenarios": {}, "memory_over_run": {},
+                                        "quota": check_quota_headroom(plan, bench.quick)}
         self.sc: dict[str, Any] = self.results["scenarios"]
         lat = [("lat1", plan.lat1)] + ([("lat5", plan.lat5)] if plan.lat5 else [])
         self.latency_plans: list[tuple[str, dict[str, Any]]] = lat
 
     @contextlib.contextmanager
-    def stack(self, kind: str, **kw: Any) -> Iterator[Stack]:
+    def stack(self, kind: str, memory_key: str = "", **kw: Any) -> Iterator[Stack]:
+        """A started and primed stack; with `memory_key`, the peak RSS of its processes over
+        its whole life (priming, every scenario, restarts) goes to results["memory_over_run"]."""
         s = Stack(self.bench, kind, **kw)
+        sampler: RssSampler | None = None
         try:
             s.start()
+            if memory_key:
+                # The live list: a restart's new processes are sampled too.
+                sampler = RssSampler(s.procs).start()
             self.bench.prime(s)
             yield s
         finally:
+            if sampler is not None:
+                self.results["memory_over_run"][memory_key] = {"label": s.label,
+                                                               **sampler.stop()}
             s.stop()
 
     def run(self) -> dict[str, Any]:
@@ -98,7 +155,7 @@ class Suite:
             self.baseline_b()
         if "scaling" in self.only:
             self.scaling()
-        if "whatif" in self.only and not self.bench.quick:
+        if "whatif" in self.only:
             self.whatif()
         if self.profile and "profile" in self.only:
             self.profile_run()
@@ -106,7 +163,7 @@ class Suite:
 
     def vamu(self) -> None:
         b, p, only, sc = self.bench, self.plan, self.only, self.sc
-        with self.stack("vamu", workers=1) as s:
+        with self.stack("vamu", memory_key="vamu", workers=1) as s:
             if only & {"zero", "scaling"}:
                 sc["zero_capacity/vamu"] = b.scenario(s, "zero_capacity-vamu", **p.zero_cap)
             if "zero" in only:
@@ -130,7 +187,7 @@ class Suite:
 
     def baseline_a(self) -> None:
         b, p, sc = self.bench, self.plan, self.sc
-        with self.stack("bullmq-python") as s:
+        with self.stack("bullmq-python", memory_key="bullmq-python") as s:
             if "zero" in self.only:
                 sc["zero_capacity/bullmq-python"] = b.scenario(s, "zero_capacity-a", **p.zero_cap)
                 sc["zero_open/bullmq-python"] = b.scenario(s, "zero_open-a", **p.zero_open)
@@ -141,7 +198,7 @@ class Suite:
 
     def baseline_b(self) -> None:
         b, p, sc = self.bench, self.plan, self.sc
-        with self.stack("celery-defaults") as s:
+        with self.stack("celery-defaults", memory_key="celery-defaults") as s:
             if "zero" in self.only:
                 sc["zero_capacity/celery-defaults"] = b.scenario(
                     s, "zero_capacity-b", **p.zero_cap)
@@ -162,20 +219,30 @@ class Suite:
                 self.sc[f"scaling/{n}"] = self.bench.scenario(s, f"scaling-{n}", **self.plan.scale)
 
     def whatif(self) -> None:
-        """The default stack with one setting changed, at the same offered load as
-        zero_sustain/vamu: VAMU_BRIDGE_CONCURRENCY (and the sync queue's) back at the old
-        default, 50. While one slot of a bullmq-python Worker blocks waiting for a job, every
-        other idle slot runs the moveToActive script and comes back empty, so at a low rate each
-        job cost the bridge about a hundred Lua scripts (see docs/performance.md, "Profile")."""
+        """The default stack with settings changed, at the same offered load as
+        zero_sustain/vamu (and, for the tuned settings, at saturation too)."""
         base = self.sc.get("zero_sustain/vamu")
         if not base:
             return
+        b, p = self.bench, self.plan
+        sustain = {**p.zero_sustain, "rate": base["params"]["rate"]}
+        # The settings the bench ran vamu with before issue 16: quota off (the bridge skips its
+        # lookup before the insert), 250 LLM threads, notifications over Socket.IO only.
+        tuned = ", ".join(f"{k.removeprefix('VAMU_')}={v}" for k, v in TUNED_SETTINGS.items())
+        with self.stack("vamu", memory_key="whatif_tuned", workers=1, env=dict(TUNED_SETTINGS),
+                        what_if=f"tuned ({tuned})") as s:
+            self.sc["whatif_tuned_capacity/vamu"] = b.scenario(s, "whatif-tuned-capacity",
+                                                               **p.zero_cap)
+            self.sc["whatif_tuned_sustain/vamu"] = b.scenario(s, "whatif-tuned-sustain",
+                                                              **sustain)
+        # VAMU_BRIDGE_CONCURRENCY (and the sync queue's) back at the old default, 50. While one
+        # slot of a bullmq-python Worker blocks waiting for a job, every other idle slot runs
+        # the moveToActive script and comes back empty, so at a low rate each job cost the
+        # bridge about a hundred Lua scripts (see docs/performance.md, "Profile").
         env = {"VAMU_BRIDGE_CONCURRENCY": "50", "VAMU_BRIDGE_SYNC_CONCURRENCY": "50"}
-        plan = {**self.plan.zero_sustain, "rate": base["params"]["rate"]}
-        with self.stack("vamu", workers=1, env=env) as s:
-            result = self.bench.scenario(s, "whatif-bridge50", **plan)
-        result["label"] += ", VAMU_BRIDGE_CONCURRENCY=50"
-        self.sc["whatif_bridge50/vamu"] = result
+        with self.stack("vamu", workers=1, env=env,
+                        what_if="VAMU_BRIDGE_CONCURRENCY=50") as s:
+            self.sc["whatif_bridge50/vamu"] = b.scenario(s, "whatif-bridge50", **sustain)
 
     def profile_run(self) -> None:
         with self.stack("vamu", workers=1, profile=True) as s:

@@ -13,7 +13,7 @@ import httpx2
 import pytest
 
 from vamu_tasks.context.samples import SAMPLE_EVENTS, SAMPLE_USERS
-from vamu_tasks.testing.fake_api import FakeNestApi
+from vamu_tasks.testing.fake_api import FakeNestApi, generated_users
 
 TOKEN = "test-api-token"
 USER_KEYS = {"userId", "displayName", "locale", "timezone", "interests", "recentEvents"}
@@ -225,3 +225,58 @@ def test_the_module_serves_standalone_until_sigterm() -> None:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_generated_users_are_numbered_and_shaped_as_the_sample_users_in_turn() -> None:
+    users = generated_users(5)
+
+    assert list(users) == [f"u-bench-0000{n}" for n in range(1, 6)]
+    shapes = list(SAMPLE_USERS.values())
+    for n, (user_id, user) in enumerate(users.items()):
+        shape = shapes[n % len(shapes)]
+        assert user["userId"] == user_id
+        assert user.keys() == shape.keys()
+        assert user["locale"] == shape["locale"]
+        assert user["interests"] == shape["interests"]
+    assert users["u-bench-00001"]["displayName"] != users["u-bench-00005"]["displayName"]
+    assert generated_users(0) == {}
+
+
+def test_the_module_with_users_serves_the_generated_users_and_the_samples() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vamu_tasks.testing.fake_api", "--port", "0", "--users", "3000"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = json.loads(process.stdout.readline())["url"]
+        with httpx2.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            last = http.get("/internal/users/u-bench-03000/context")
+            beyond = http.get("/internal/users/u-bench-03001/context")
+            sample = http.get("/internal/users/u-ada/context")
+        assert last.status_code == 200
+        assert last.json()["userId"] == "u-bench-03000"
+        assert USER_KEYS <= last.json().keys()
+        assert beyond.status_code == 404
+        assert sample.json() == SAMPLE_USERS["u-ada"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def test_the_module_refuses_a_negative_user_count() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "vamu_tasks.testing.fake_api", "--users", "-1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert done.returncode == 2
+    assert "--users must not be negative" in done.stderr

@@ -31,6 +31,26 @@ _SEARCH = "/internal/events/search"
 
 Json = dict[str, Any]
 
+GENERATED_USER_PREFIX = "u-bench-"
+
+
+def generated_users(count: int) -> dict[str, Json]:
+    """`count` users `u-bench-00001`, `u-bench-00002`, ..., each shaped as a sample user (the
+    samples in turn): enough users that a load test stays under the per-user hourly quota."""
+    if count < 0:
+        raise ValueError("count must not be negative")
+    shapes = list(SAMPLE_USERS.values())
+    users: dict[str, Json] = {}
+    for n in range(1, count + 1):
+        user_id = f"{GENERATED_USER_PREFIX}{n:05d}"
+        shape = shapes[(n - 1) % len(shapes)]
+        users[user_id] = {
+            **copy.deepcopy(shape),
+            "userId": user_id,
+            "displayName": f"Bench User {n:05d}",
+        }
+    return users
+
 
 @dataclass(frozen=True)
 class RecordedApiRequest:
@@ -421,7 +441,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--token", default="test-api-token")
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also serve N generated users u-bench-00001... (shaped as the sample users)",
+    )
     args = parser.parse_args(argv)
+    if args.users < 0:
+        parser.error("--users must not be negative")
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -429,7 +458,10 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    api = FakeNestApi(host=args.host, port=args.port, token=args.token, latency=args.latency)
+    users = {**SAMPLE_USERS, **generated_users(args.users)}
+    api = FakeNestApi(
+        users=users, host=args.host, port=args.port, token=args.token, latency=args.latency
+    )
     with api:
         print(json.dumps({"url": api.url}), flush=True)
         while not stop.wait(0.5):
