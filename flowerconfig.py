@@ -9,7 +9,7 @@ supported entry point (see workers/flower.py and docs/operations.md, "Flower").
 """
 
 from vamu_tasks.settings import Settings
-from workers.flower import flower_config, protect_metrics
+from workers.flower import flower_config, protect_metrics, watch_tasks
 
 # SystemExit naming VAMU_FLOWER_PASSWORD when there is no password and no insecure local flag.
 _config = flower_config(Settings())
@@ -21,3 +21,6 @@ if _config.basic_auth:
 
 # Flower serves /metrics to anyone; this puts it behind the same login as the UI.
 protect_metrics()
+
+# Workers send task events only when asked: ask now rather than after Flower's first interval.
+watch_tasks()

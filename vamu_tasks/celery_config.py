@@ -97,8 +97,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": False,
         "worker_log_format": LOG_FORMAT,
         "worker_task_log_format": TASK_LOG_FORMAT,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         # No beat schedule: the reaper and the outbox sweep run in process in the notify worker
         # that holds the housekeeping lease (vamu_tasks/housekeeping.py), not as a task a tick.
     }

@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     flower_password: SecretStr | None = None
     flower_address: str = "127.0.0.1"
     flower_port: int = 5555
+    # Celery task events (task-sent, -received, -started, -succeeded) from the start. Off, a
+    # worker sends them only once Flower (or `celery control enable_events`) asks: four
+    # messages a job that nobody reads otherwise (docs/performance.md).
+    task_events: bool = False
     # Only for a laptop: Flower without a password, and then only on 127.0.0.1.
     flower_insecure_local: bool = False
 

@@ -127,6 +127,21 @@ def set_basic_auth(config: FlowerConfig) -> None:
     options.basic_auth = list(config.basic_auth)
 
 
+def watch_tasks() -> None:
+    """Ask the running workers for task events now.
+
+    Workers send none until asked (VAMU_TASK_EVENTS is off by default). Flower asks every
+    `events_enable_interval` (5 s), which also covers workers that start later, but only from
+    the end of its first interval: tasks run before it would be missing from its list.
+    """
+    from vamu_tasks.app import app
+
+    try:
+        app.control.enable_events()
+    except Exception as exc:  # the broker is away: Flower's own timer asks again
+        print(f"vamu-tasks: could not ask the workers for task events yet: {exc}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     config = flower_config(Settings())
     args = flower_argv(config, list(sys.argv[1:] if argv is None else argv))
@@ -134,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     set_basic_auth(config)
     from vamu_tasks.app import app
 
+    watch_tasks()
     app.start(args)
 
 
