@@ -30,6 +30,7 @@ from sqlalchemy import (
     Row,
     Table,
     Text,
+    TextClause,
     bindparam,
     case,
     cast,
@@ -37,6 +38,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -54,7 +56,11 @@ def cast_table(table: Any) -> Table:
 
 JOBS = cast_table(AiJob.__table__)
 OUTBOX = cast_table(NotificationOutbox.__table__)
-_TERMINAL = sorted(TERMINAL_STATUSES)
+# A constant in the SQL, not an expanding IN (...) parameter: SQLAlchemy renders those anew at
+# every execution (each value with its bind cast), which showed in the LLM worker's profile.
+_OPEN = text(
+    "ai_jobs.status NOT IN (" + ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)) + ")"
+)
 _OUTBOX_COLUMNS = (
     "id",
     "job_id",
@@ -99,9 +105,9 @@ def _start_attempt(leased: bool) -> Executable:
         ),
         "retry_at": None,
     }
-    where: list[ColumnElement[bool]] = [
+    where: list[ColumnElement[bool] | TextClause] = [
         JOBS.c.id == bindparam("job_id"),
-        JOBS.c.status.not_in(_TERMINAL),
+        _OPEN,
     ]
     if leased:
         values |= {"lease_owner": bindparam("owner"), "lease_until": bindparam("lease_until")}
@@ -149,7 +155,7 @@ def _ending(keys: tuple[str, ...], spent: bool, priced: bool) -> Any:
     }
     return (
         update(JOBS)
-        .where(JOBS.c.id == bindparam("job_id"), JOBS.c.status.not_in(_TERMINAL))
+        .where(JOBS.c.id == bindparam("job_id"), _OPEN)
         .values(values)
         .returning(*JOBS.c)
     )
