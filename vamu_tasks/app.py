@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.signals import (
+    after_setup_logger,
     task_postrun,
     task_prerun,
     worker_init,
@@ -54,6 +55,18 @@ def _enter_trace(
 @task_postrun.connect
 def _leave_trace(**_: Any) -> None:
     tracing.set_trace(None)
+
+
+@after_setup_logger.connect
+def _one_line_per_task(loglevel: int | str | None = None, **_: Any) -> None:
+    """At INFO, a task logs one line, Celery's `Task … succeeded in …s` (or its failure), not
+    also `Task … received`: the row says when it was queued and started, and each line costs the
+    worker CPU per job (docs/performance.md). `--loglevel DEBUG` shows both."""
+    import logging
+
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
+    if not isinstance(level, int) or level >= logging.INFO:
+        logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
 
 
 # Where this worker serves /metrics; logged once the worker's logging is set up (worker_init

@@ -332,6 +332,11 @@ def test_request_id_and_traceparent_reach_the_row_the_celery_headers_and_every_l
             break
         time.sleep(0.1)
     assert seen == set(names)
+    # At INFO, one Celery line for the job's task: that it succeeded, not also that it arrived.
+    task_lines = [line for line in b.stack.worker.log_text().splitlines()
+                  if f"vamu.inspiration.generate[{job.id}]" in line]
+    assert len(task_lines) == 1, task_lines
+    assert "succeeded in" in task_lines[0]
 
 
 junk_value = st.recursive(
