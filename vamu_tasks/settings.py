@@ -159,7 +159,9 @@ class Settings(BaseSettings):
     # Loopback by default; a deployment opens it to its private network on purpose.
     metrics_address: str = "127.0.0.1"
 
-    llm_concurrency: int = 100
+    # Enough threads for 200 LLM calls in flight per process (issue 16's 5 s x 200 goal); an idle
+    # thread costs little memory (docs/performance.md, "Memory").
+    llm_concurrency: int = 200
     notify_concurrency: int = 20
 
     bullmq_queue: str = "vamu-ai"
