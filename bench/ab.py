@@ -1,0 +1,73 @@
+#!/usr/bin/env python3
+"""Compare settings of the default vamu stack side by side, at saturation, in one run.
+
+    .venv/bin/python bench/ab.py '{}' '{"VAMU_TASK_EVENTS": "true"}' [--rounds 2] [--seconds 12]
+
+Each argument is a JSON object of `VAMU_*` settings laid over the defaults (`{}` is the defaults
+as `make bench` runs them). For each round, each variant gets a fresh stack (bridge, LLM worker,
+notify worker), a few seconds of priming, then a closed loop of 64 jobs in flight with a
+zero-latency LLM. It prints, per variant and round, the jobs per second and the CPU per job of
+each process. The variants alternate within a round, so a busy neighbour on the machine shows in
+both: compare rounds, not one figure. docs/performance.md gives what each setting changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scenarios import Bench
+from stack import Stack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("variants", nargs="+", help="JSON objects of VAMU_* settings")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=12.0)
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--redis-db", type=int, default=14)
+    args = parser.parse_args()
+    variants = [json.loads(v) for v in args.variants]
+    bench = Bench(argparse.Namespace(quick=False, redis_db=args.redis_db, probe_off=False,
+                                     profile_rate=100, keep=False))
+    rows = []
+    try:
+        bench.start_services()
+        for round_ in range(1, args.rounds + 1):
+            for env in variants:
+                stack = Stack(bench, "vamu", env={k: str(v) for k, v in env.items()})
+                try:
+                    stack.start()
+                    bench.prime(stack)
+                    result = bench.scenario(stack, f"ab-{round_}", mode="closed",
+                                            in_flight=args.in_flight, warmup=2,
+                                            duration=args.seconds, drain=20, quiet=True)
+                finally:
+                    stack.stop()
+                cpu = result.get("cpu_ms_per_job", {})
+                row = {
+                    "round": round_,
+                    "settings": env,
+                    "jobs_per_s": result["throughput"]["jobs_per_s"],
+                    "vamu_cpu_ms_per_job": cpu.get("system_under_test"),
+                    "by_process_ms": {k: v for k, v in cpu.get("by_process", {}).items()
+                                      if k in ("bridge", "llm1", "notify", "postgres",
+                                               "redis-server")},
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        bench.stop_all()
+        bench.cleanup_redis()
+        bench.exit.close()
+        shutil.rmtree(bench.rundir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
