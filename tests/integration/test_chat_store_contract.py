@@ -122,6 +122,22 @@ def test_a_redelivery_with_other_text_keeps_the_first_stored_message(
     assert texts(stores.everything(conversation)) == [("user", "Any jazz this week?")]
 
 
+def test_a_message_added_again_uses_up_no_seq_so_the_turns_stay_gapless(
+    stores: Stores, conversation: str
+) -> None:
+    first = stores.job(conversation, "Any jazz this week?")
+    stores.chats.add_user_message(first.id, conversation, ADA, "Any jazz this week?")
+    stores.chats.add_user_message(first.id, conversation, ADA, "Any jazz this week?")
+    stores.chats.add_reply(first.id, conversation, "Ezra Collective on Friday.")
+    stores.chats.add_reply(first.id, conversation, "Ezra Collective on Friday.")
+    second = stores.job(conversation, "And on Saturday?")
+
+    asked = stores.chats.add_user_message(second.id, conversation, ADA, "And on Saturday?")
+
+    assert [m.seq for m in stores.everything(conversation)] == [1, 2, 3]
+    assert asked.seq == 3
+
+
 def test_the_reply_is_stored_once_per_job_and_the_first_reply_wins(
     stores: Stores, conversation: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ from celery import Task, shared_task
 
 from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.chatbot.service import parse_request, reply_to_message
-from vamu_tasks.domain import FeatureResult, JobRecord
+from vamu_tasks.domain import TERMINAL_STATUSES, FeatureResult, JobRecord
 from vamu_tasks.errors import StoreUnavailable, VamuError
 from vamu_tasks.jobs import Handler, cancel_checkpoint
 from vamu_tasks.llm.spend import SpendMeter
@@ -40,24 +41,37 @@ def make_handler(container: Container, ref: JobRef) -> Handler:
     return handle
 
 
-def _turn_blocked(container: Container, ref: JobRef) -> str | None:
-    """The conversation this job must wait for, or None when it may run now."""
+@dataclass(frozen=True)
+class Turn:
+    """The turn check's answer: the job's conversation (when its request names one), and
+    whether the job must wait for it."""
+
+    conversation_id: str | None = None
+    blocked: bool = False
+
+
+def _turn(container: Container, ref: JobRef) -> Turn:
+    """Whether this job may run now, and the conversation it holds while it does."""
     job = container.store.get_job(ref.job_id)
-    if job is None or job.is_terminal:
-        return None
+    if job is None:
+        return Turn()
+    if job.is_terminal:
+        # A redelivery of an ended job: it may still hold the turn (the release was lost).
+        return Turn(str(job.request.get("conversationId", "")) or None)
     try:
         request = parse_request(job.request)
     except VamuError:
-        return None  # run_job will fail it with the field errors
+        return Turn()  # run_job will fail it with the field errors
     chats = container.chats
+    conversation = request.conversation_id
     waited_s = (datetime.now(UTC) - job.created_at).total_seconds()
     # An earlier turn that has not ended after a full lease is stuck (lost, or never sent):
     # stop waiting for it, or the whole conversation would stall behind it.
-    if waited_s < _lease_s(container) and chats.earlier_turn_open(job, request.conversation_id):
-        return request.conversation_id
-    if not chats.claim_turn(request.conversation_id, job.user_id, job.id, _lease_s(container)):
-        return request.conversation_id
-    return None
+    if waited_s < _lease_s(container) and chats.earlier_turn_open(job, conversation):
+        return Turn(conversation, blocked=True)
+    if not chats.claim_turn(conversation, job.user_id, job.id, _lease_s(container)):
+        return Turn(conversation, blocked=True)
+    return Turn(conversation)
 
 
 def _lease_s(container: Container) -> float:
@@ -73,14 +87,14 @@ def reply(self: Task[Any, Any], ref: JobRef) -> TaskOutcome:
     # so replies never interleave in its history. Waiting is not an attempt.
     container = get_container()
     try:
-        if _turn_blocked(container, ref) is not None:
-            raise self.retry(countdown=TURN_WAIT_S)
+        turn = _turn(container, ref)
     except StoreUnavailable as exc:
         raise self.retry(countdown=TURN_WAIT_S * 8) from exc
+    if turn.blocked:
+        raise self.retry(countdown=TURN_WAIT_S)
     outcome = execute(self, ref, make_handler)
-    # Still running means a retry is scheduled: the turn stays held until the job ends.
-    job = container.store.get_job(ref.job_id)
-    if job is not None and job.is_terminal:
-        request = job.request
-        container.chats.release_turn(str(request.get("conversationId", "")), job.id)
+    # Still running means a retry is scheduled (or a live worker has the job): the turn stays
+    # held until the job ends. The outcome says so; the row is not read again.
+    if outcome.status in TERMINAL_STATUSES and turn.conversation_id:
+        container.chats.release_turn(turn.conversation_id, ref.job_id)
     return outcome

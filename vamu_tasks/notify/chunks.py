@@ -10,7 +10,7 @@ import redis
 
 from vamu_tasks.domain import ChatChunk, ChatRestart
 from vamu_tasks.events import ChatChunkEvent, ChatRestartEvent
-from vamu_tasks.notify.socketio import SocketIOEmitter
+from vamu_tasks.notify.socketio import encode_emit
 from vamu_tasks.notify.transports import room_for
 
 log = logging.getLogger("vamu_tasks.notify")
@@ -27,9 +27,10 @@ def stream_key(job_id: uuid.UUID | str) -> str:
 class RedisChunkSink:
     """Emits each chunk to `user:{id}` and appends it to a bounded, expiring Redis Stream."""
 
-    def __init__(self, client: redis.Redis, *, key: str = "socket.io") -> None:
+    def __init__(self, client: redis.Redis, *, key: str = "socket.io", nsp: str = "/") -> None:
         self._redis = client
-        self._emitter = SocketIOEmitter(client, key=key)
+        self._key = key
+        self._nsp = nsp
 
     def chunk(self, chunk: ChatChunk) -> None:
         event = ChatChunkEvent(
@@ -55,13 +56,20 @@ class RedisChunkSink:
 
     def _send(self, job_id: uuid.UUID, user_id: str, event: str, payload: dict[str, Any]) -> None:
         # Streaming is best effort: the committed reply and chat-reply-ready are what count.
+        # One round trip: XADD, EXPIRE and the Socket.IO PUBLISH in one pipeline (not a
+        # transaction), run in that order, so a client that sees the event live and then
+        # replays finds it in the stream.
+        channel, body = encode_emit(
+            event, payload, rooms=[room_for(user_id)], nsp=self._nsp, key=self._key
+        )
+        key = stream_key(job_id)
+        fields = {"event": event, **{k: str(v) for k, v in payload.items()}}
         try:
             pipe = self._redis.pipeline(transaction=False)
-            fields = {"event": event, **{k: str(v) for k, v in payload.items()}}
-            pipe.xadd(stream_key(job_id), fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
-            pipe.expire(stream_key(job_id), STREAM_TTL_S)
+            pipe.xadd(key, fields, maxlen=STREAM_MAXLEN, approximate=True)  # type: ignore[arg-type]
+            pipe.expire(key, STREAM_TTL_S)
+            pipe.publish(channel, body)
             pipe.execute()
-            self._emitter.emit(room_for(user_id), event, payload)
         except redis.RedisError as exc:
             log.warning("could not stream %s for job %s: %s", event, job_id, exc)
 

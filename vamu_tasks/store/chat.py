@@ -1,24 +1,183 @@
-"""`SqlAlchemyChatStore`: conversations and messages next to the job rows."""
+"""`SqlAlchemyChatStore`: conversations and messages next to the job rows.
+
+Each call is one SQLAlchemy Core statement sent through `Database.run` (autocommit on
+PostgreSQL), as on the job path (`store/statements.py`): a chat reply used to spend about 14
+pool checkouts, 9 commits and 45 statements on ORM sessions (docs/performance.md). The
+statements are built once, with bound parameters, and kept.
+
+Storing a message is one statement on PostgreSQL: a data-modifying CTE takes the next `seq`
+from the conversation row (creating it for a first user message) and inserts the message with
+it, both only if the job has no message of that role yet. SQLite has no data-modifying CTE: it
+runs the same two steps in `Database.run`'s transaction, under its single writer lock.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Literal, cast
+from functools import cache
+from typing import Any, Literal, cast
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Executable,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from vamu_tasks.domain import ChatMessageRecord, FinishReason, JobRecord
 from vamu_tasks.errors import InvalidJob
-from vamu_tasks.store.models import AiJob, ChatMessage, Conversation
-from vamu_tasks.store.repository import OPEN_STATUSES, Database, as_utc, utcnow
+from vamu_tasks.store.models import ChatMessage, Conversation
+from vamu_tasks.store.repository import OPEN_STATUSES, Database, utcnow
+from vamu_tasks.store.statements import JOBS, cast_table
 
 Role = Literal["user", "assistant"]
 
+CONVERSATIONS = cast_table(Conversation.__table__)
+MESSAGES = cast_table(ChatMessage.__table__)
+_MESSAGE_COLUMNS = ("id", "conversation_id", "job_id", "role", "content", "seq", "created_at",
+                    "finish_reason")  # fmt: skip
 
-def _record(row: ChatMessage) -> ChatMessageRecord:
+
+def _conv(name: str, column: str) -> Any:
+    return bindparam(name, type_=CONVERSATIONS.c[column].type)
+
+
+def _msg(name: str, column: str) -> Any:
+    return bindparam(name, type_=MESSAGES.c[column].type)
+
+
+# A constant in the SQL rather than an expanding IN parameter (see statements._OPEN).
+_JOB_OPEN = text("ai_jobs.status IN (" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")")
+EARLIER_OPEN = (
+    select(JOBS.c.id)
+    .where(
+        JOBS.c.feature == "chatbot",
+        JOBS.c.user_id == bindparam("user_id", type_=JOBS.c.user_id.type),
+        _JOB_OPEN,
+        JOBS.c.request["conversationId"].as_string() == bindparam("conversation_id"),
+        tuple_(JOBS.c.created_at, JOBS.c.id)
+        < tuple_(
+            bindparam("created_at", type_=JOBS.c.created_at.type),
+            bindparam("job_id", type_=JOBS.c.id.type),
+        ),
+    )
+    .limit(1)
+)
+MESSAGE_OF_JOB = select(*(MESSAGES.c[c] for c in _MESSAGE_COLUMNS)).where(
+    MESSAGES.c.job_id == _msg("job_id", "job_id"), MESSAGES.c.role == _msg("role", "role")
+)
+OWNER = select(CONVERSATIONS.c.user_id).where(CONVERSATIONS.c.id == _conv("conversation_id", "id"))
+RELEASE_TURN = (
+    update(CONVERSATIONS)
+    .where(
+        CONVERSATIONS.c.id == _conv("conversation_id", "id"),
+        CONVERSATIONS.c.busy_job_id == _conv("job_id", "busy_job_id"),
+    )
+    .values(busy_job_id=None, busy_until=None)
+)
+
+
+# Constants inline, not as bound literals: a literal inside a data-modifying CTE lost its value
+# on a compiled-cache hit ("A value is required for bind parameter").
+_ONE: ColumnElement[int] = literal_column("1")
+
+
+def _insert(dialect: str) -> Any:
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+@cache
+def _claim_turn(dialect: str) -> Any:
+    """Create the conversation held by this job, or take it over when it is free, its holder is
+    this job, or the holder's lease ran out; a row comes back only if the job holds it now."""
+    stmt = _insert(dialect)(CONVERSATIONS).values(
+        id=_conv("conversation_id", "id"),
+        user_id=_conv("owner", "user_id"),
+        last_seq=literal_column("0"),
+        busy_job_id=_conv("job_id", "busy_job_id"),
+        busy_until=_conv("until", "busy_until"),
+        created_at=_conv("now", "created_at"),
+        updated_at=_conv("now", "updated_at"),
+    )
+    c = CONVERSATIONS.c
+    free = or_(
+        c.busy_job_id.is_(None),
+        c.busy_job_id == stmt.excluded.busy_job_id,
+        c.busy_until.is_(None),
+        c.busy_until <= stmt.excluded.created_at,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"busy_job_id": stmt.excluded.busy_job_id, "busy_until": stmt.excluded.busy_until},
+        where=and_(c.user_id == stmt.excluded.user_id, free),
+    ).returning(c.busy_job_id)
+
+
+def _no_message_yet() -> ColumnElement[bool]:
+    return ~exists().where(
+        MESSAGES.c.job_id == _msg("job_id", "job_id"), MESSAGES.c.role == _msg("role", "role")
+    )
+
+
+@cache
+def _next_seq(dialect: str, create: bool) -> Any:
+    """Take the conversation's next seq, unless the job already has a message of this role.
+
+    With `create` (a user message), the conversation is created for its owner at seq 1, and
+    a conversation of another user returns nothing; otherwise it must exist."""
+    c = CONVERSATIONS.c
+    if not create:
+        return (
+            update(CONVERSATIONS)
+            .where(c.id == _conv("conversation_id", "id"), _no_message_yet())
+            .values(last_seq=c.last_seq + _ONE, updated_at=_conv("now", "updated_at"))
+            .returning(c.last_seq)
+        )
+    stmt = _insert(dialect)(CONVERSATIONS).values(
+        id=_conv("conversation_id", "id"),
+        user_id=_conv("owner", "user_id"),
+        last_seq=_ONE,
+        created_at=_conv("now", "created_at"),
+        updated_at=_conv("now", "updated_at"),
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={"last_seq": c.last_seq + _ONE, "updated_at": stmt.excluded.updated_at},
+        where=and_(c.user_id == stmt.excluded.user_id, _no_message_yet()),
+    ).returning(c.last_seq)
+
+
+@cache
+def _add_message_pg(create: bool) -> Executable:
+    """PostgreSQL: the seq and the message in one statement; the message is inserted only if
+    the conversation step returned its seq."""
+    seq = _next_seq("postgresql", create).cte("seq")
+    values = [
+        seq.c.last_seq if column == "seq" else _msg(f"m_{column}", column)
+        for column in _MESSAGE_COLUMNS
+    ]
+    written = (
+        MESSAGES.insert()
+        .from_select(list(_MESSAGE_COLUMNS), select(*values).select_from(seq))
+        .returning(MESSAGES.c.seq)
+        .cte("written")
+    )
+    return select(written.c.seq).add_cte(seq)
+
+
+def _record(row: Row[Any]) -> ChatMessageRecord:
     return ChatMessageRecord(
         row.id,
         row.job_id,
@@ -29,26 +188,33 @@ def _record(row: ChatMessage) -> ChatMessageRecord:
     )
 
 
+@cache
+def _history(limit: int) -> Executable:
+    return (
+        select(*(MESSAGES.c[c] for c in _MESSAGE_COLUMNS))
+        .where(
+            MESSAGES.c.conversation_id == _msg("conversation_id", "conversation_id"),
+            MESSAGES.c.seq < _msg("before_seq", "seq"),
+        )
+        .order_by(MESSAGES.c.seq.desc())
+        .limit(limit)
+    )
+
+
 class SqlAlchemyChatStore:
     """Shares the job store's `Database`, so both use one connection pool."""
 
     def __init__(self, db: Database) -> None:
-        self._session = db.transaction
+        self._db = db
 
     def earlier_turn_open(self, job: JobRecord, conversation_id: str) -> bool:
-        with self._session() as session:
-            earlier = session.scalars(
-                select(AiJob.id)
-                .where(
-                    AiJob.feature == "chatbot",
-                    AiJob.user_id == job.user_id,
-                    AiJob.status.in_(OPEN_STATUSES),
-                    AiJob.request["conversationId"].as_string() == conversation_id,
-                    tuple_(AiJob.created_at, AiJob.id) < tuple_(job.created_at, job.id),
-                )
-                .limit(1)
-            ).first()
-            return earlier is not None
+        params = {
+            "user_id": job.user_id,
+            "conversation_id": conversation_id,
+            "created_at": job.created_at,
+            "job_id": job.id,
+        }
+        return self._db.run(lambda conn: conn.execute(EARLIER_OPEN, params).first()) is not None
 
     def add_user_message(
         self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
@@ -73,101 +239,81 @@ class SqlAlchemyChatStore:
         owner: str | None,
         finish_reason: FinishReason | None = None,
     ) -> ChatMessageRecord:
-        # Two attempts: a concurrent first message may create the conversation under us.
+        values: dict[str, Any] = {
+            "id": uuid.uuid4(),
+            "conversation_id": conversation_id,
+            "job_id": job_id,
+            "role": role,
+            "content": content,
+            "created_at": utcnow(),
+            "finish_reason": finish_reason,
+        }
+        # No parameter named like a column of the conversation: Core would add it to the
+        # statement's SET or VALUES (so the message's values go in as `m_<column>`).
+        step = {"conversation_id": conversation_id, "job_id": job_id, "role": role}
+        step |= {"now": values["created_at"], "owner": owner}
+
+        def write(conn: Connection) -> int | None:
+            create = owner is not None
+            if conn.dialect.name == "postgresql":
+                message = {f"m_{column}": value for column, value in values.items()}
+                return conn.execute(_add_message_pg(create), message | step).scalar()
+            seq = conn.execute(_next_seq(conn.dialect.name, create), step).scalar()
+            if seq is not None:
+                conn.execute(MESSAGES.insert(), {**values, "seq": seq})
+            return seq
+
+        # Two attempts: a concurrent delivery of the same job may insert its message under us
+        # (the unique (job_id, role)); the second attempt then finds that message.
         for attempt in (1, 2):
-            existing = self._message(job_id, role)
-            if existing is not None:
-                return existing
             try:
-                return self._insert(job_id, conversation_id, role, content, owner, finish_reason)
+                seq = self._db.run(write)
             except IntegrityError:
                 if attempt == 2:
                     raise
-        raise AssertionError("unreachable")
-
-    def _insert(
-        self,
-        job_id: uuid.UUID,
-        conversation_id: str,
-        role: Role,
-        content: str,
-        owner: str | None,
-        finish_reason: FinishReason | None,
-    ) -> ChatMessageRecord:
-        with self._session() as session:
-            conversation = self._conversation(session, conversation_id, owner)
-            conversation.last_seq += 1
-            conversation.updated_at = utcnow()
-            row = ChatMessage(
-                id=uuid.uuid4(),
-                conversation_id=conversation_id,
-                job_id=job_id,
-                role=role,
-                content=content,
-                seq=conversation.last_seq,
-                created_at=utcnow(),
-                finish_reason=finish_reason,
-            )
-            session.add(row)
-            return _record(row)
-
-    def _conversation(
-        self, session: Session, conversation_id: str, owner: str | None
-    ) -> Conversation:
-        """The conversation, locked for this transaction; created for its first user message."""
-        conversation = session.get(Conversation, conversation_id, with_for_update=True)
-        if conversation is None:
+                continue
+            if seq is not None:
+                return ChatMessageRecord(values["id"], job_id, role, content, seq, finish_reason)
+            # Nothing written: the job's message exists, or the conversation is not this one's.
+            existing = self._message(job_id, role)
+            if existing is not None:
+                return existing
             if owner is None:
                 raise LookupError(f"No conversation {conversation_id!r}")
-            conversation = Conversation(
-                id=conversation_id,
-                user_id=owner,
-                last_seq=0,
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
-            session.add(conversation)
-            session.flush()
-        elif owner is not None and conversation.user_id != owner:
             raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
-        return conversation
+        raise AssertionError("unreachable")
 
     def claim_turn(
         self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
     ) -> bool:
         """Take the conversation for this job's reply, unless another job holds it."""
-        for attempt in (1, 2):
-            try:
-                with self._session() as session:
-                    try:
-                        conversation = self._conversation(session, conversation_id, user_id)
-                    except InvalidJob:
-                        return True  # not theirs: the use case fails the job, nothing to hold
-                    now = utcnow()
-                    holder, until = conversation.busy_job_id, as_utc(conversation.busy_until)
-                    if holder not in (None, job_id) and until is not None and until > now:
-                        return False
-                    conversation.busy_job_id = job_id
-                    conversation.busy_until = now + timedelta(seconds=ttl_s)
-                    return True
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        now = utcnow()
+        params = {
+            "conversation_id": conversation_id,
+            "owner": user_id,
+            "job_id": job_id,
+            "until": now + timedelta(seconds=ttl_s),
+            "now": now,
+        }
+
+        def claim(conn: Connection) -> bool:
+            if conn.execute(_claim_turn(conn.dialect.name), params).first() is not None:
+                return True
+            # Not taken: held by another live job, or not this user's conversation, which the
+            # use case fails as an invalid job (nothing to hold for it).
+            owner = conn.execute(OWNER, {"conversation_id": conversation_id}).scalar()
+            return owner is not None and owner != user_id
+
+        return self._db.run(claim)
 
     def release_turn(self, conversation_id: str, job_id: uuid.UUID) -> None:
-        with self._session() as session:
-            conversation = session.get(Conversation, conversation_id, with_for_update=True)
-            if conversation is not None and conversation.busy_job_id == job_id:
-                conversation.busy_job_id = None
-                conversation.busy_until = None
+        params = {"conversation_id": conversation_id, "job_id": job_id}
+        self._db.run(lambda conn: conn.execute(RELEASE_TURN, params))
 
     def _message(self, job_id: uuid.UUID, role: Role) -> ChatMessageRecord | None:
-        with self._session() as session:
-            row = session.scalars(
-                select(ChatMessage).where(ChatMessage.job_id == job_id, ChatMessage.role == role)
-            ).one_or_none()
-            return _record(row) if row else None
+        params = {"job_id": job_id, "role": role}
+        row = self._db.run(lambda conn: conn.execute(MESSAGE_OF_JOB, params).first())
+        return _record(row) if row else None
 
     def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None:
         return self._message(job_id, "assistant")
@@ -175,11 +321,6 @@ class SqlAlchemyChatStore:
     def history(
         self, conversation_id: str, *, before_seq: int, limit: int
     ) -> list[ChatMessageRecord]:
-        with self._session() as session:
-            rows = session.scalars(
-                select(ChatMessage)
-                .where(ChatMessage.conversation_id == conversation_id, ChatMessage.seq < before_seq)
-                .order_by(ChatMessage.seq.desc())
-                .limit(limit)
-            ).all()
-            return [_record(row) for row in reversed(rows)]
+        params = {"conversation_id": conversation_id, "before_seq": before_seq}
+        rows = self._db.run(lambda conn: conn.execute(_history(limit), params).all())
+        return [_record(row) for row in reversed(rows)]
