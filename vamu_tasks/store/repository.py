@@ -408,36 +408,32 @@ class SqlAlchemyJobStore:
         `grace_s` so the next sweep does not hand them out twice."""
         now = utcnow()
         claim = now + timedelta(seconds=grace_s)
-        found: list[tuple[uuid.UUID, str]] = []
-        with self._session() as session:
-            orphans = session.scalars(
-                select(AiJob)
-                .where(AiJob.status == "running", AiJob.lease_until < now)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+
+        def claims(conn: Connection) -> list[tuple[uuid.UUID, str]]:
+            found = list(
+                conn.execute(
+                    statements.CLAIM_ORPHANS, {"now": now, "claim": claim, "limit": limit}
+                ).all()
+            )
+            found += conn.execute(
+                statements.CLAIM_OVERDUE,
+                {"now": now - timedelta(seconds=grace_s), "claim": claim, "limit": limit},
             ).all()
-            for row in orphans:
-                # The dead owner's lease is dropped, so the re-sent task may take the job; the
-                # claim keeps the next sweep from sending it again meanwhile.
-                row.lease_owner = None
-                row.lease_until = claim
-                found.append((row.id, row.feature))
-            overdue = session.scalars(
-                select(AiJob)
-                .where(AiJob.status == "queued", AiJob.retry_at < now - timedelta(seconds=grace_s))
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            ).all()
-            for row in overdue:
-                row.retry_at = claim
-                found.append((row.id, row.feature))
             if stale_queued_s is not None:
                 # Queued and never started for that long: the message may be lost (a broker or
                 # worker that died between taking it and recording it). Re-sent at most once
                 # per period; a copy of a job that does run finds it running and does nothing.
-                stale = AiJob.created_at < now - timedelta(seconds=stale_queued_s)
-                found += _claim_never_started(session, stale, hold_s=stale_queued_s, limit=limit)
-        return found
+                found += conn.execute(
+                    statements.CLAIM_NEVER_STARTED,
+                    {
+                        "now": now - timedelta(seconds=stale_queued_s),
+                        "claim": now + timedelta(seconds=stale_queued_s),
+                        "limit": limit,
+                    },
+                ).all()
+            return [(row.id, row.feature) for row in found]
+
+        return self.db.run(claims)
 
     def unstarted_jobs(self, older_than_s: float, limit: int = 500) -> list[tuple[uuid.UUID, str]]:
         cutoff = utcnow() - timedelta(seconds=older_than_s)

@@ -281,3 +281,44 @@ def mark_sent(
             .where(OUTBOX.c.id == event_id)
             .values(pending_transports=still, delivered_at=None if still else now)
         )
+
+
+# --- the reaper's claims ----------------------------------------------------------------------
+# Every housekeeping leader runs them every couple of seconds, mostly finding nothing: one
+# statement each (pick with FOR UPDATE SKIP LOCKED, mark, return), built once.
+
+
+def _claim(*where: ColumnElement[bool], **values: Any) -> Any:
+    pick = (
+        select(JOBS.c.id)
+        .where(*where)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    return (
+        update(JOBS)
+        .where(JOBS.c.id.in_(pick))
+        .values(**values)
+        .returning(JOBS.c.id, JOBS.c.feature)
+    )
+
+
+_NOW = bindparam("now", type_=JOBS.c.lease_until.type)
+_CLAIM = bindparam("claim", type_=JOBS.c.lease_until.type)
+# Runners that died: their lease ran out. The dead owner's lease is dropped, so the re-sent task
+# may take the job; the claim keeps the next pass from sending it again meanwhile.
+CLAIM_ORPHANS = _claim(
+    JOBS.c.status == "running", JOBS.c.lease_until < _NOW, lease_owner=None, lease_until=_CLAIM
+)
+# Retries whose countdown is long past (the retry message was lost).
+CLAIM_OVERDUE = _claim(JOBS.c.status == "queued", JOBS.c.retry_at < _NOW, retry_at=_CLAIM)
+# Queued, never run and never sent again, created before `now`: only its first message stands
+# for it. `retry_at` keeps the stale-queued check away, then the overdue check covers it.
+CLAIM_NEVER_STARTED = _claim(
+    JOBS.c.status == "queued",
+    JOBS.c.attempts == 0,
+    JOBS.c.retry_at.is_(None),
+    JOBS.c.created_at < _NOW,
+    retry_at=_CLAIM,
+)
