@@ -7,7 +7,8 @@ Each argument is a JSON object of `VAMU_*` settings laid over the defaults (`{}`
 as `make bench` runs them). For each round, each variant gets a fresh stack (bridge, LLM worker,
 notify worker), a few seconds of priming, then a closed loop of 64 jobs in flight with a
 zero-latency LLM. It prints, per variant and round, the jobs per second and the CPU per job of
-each process. The variants alternate within a round, so a busy neighbour on the machine shows in
+each process; with `--idle S`, also each process's CPU per second over S idle seconds before the
+load. The variants alternate within a round, so a busy neighbour on the machine shows in
 both: compare rounds, not one figure. docs/performance.md gives what each setting changed.
 """
 
@@ -17,12 +18,24 @@ import argparse
 import json
 import shutil
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scenarios import Bench
 from stack import Stack
+
+
+def idle_cpu(bench: Bench, seconds: float) -> dict[str, float]:
+    """Milliseconds of CPU each process uses per second with no job in the system."""
+    time.sleep(3)  # the last primed jobs' notifications and leases settle
+    before = bench.cpu_snapshot()
+    time.sleep(seconds)
+    delta = bench.cpu_delta(before, bench.cpu_snapshot())
+    return {name: round(cpu / delta["wall_s"] * 1000, 2)
+            for name, cpu in delta["by_process_s"].items()
+            if name in ("bridge", "llm1", "notify", "postgres", "redis-server")}
 
 
 def main() -> None:
@@ -32,6 +45,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=12.0)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--redis-db", type=int, default=14)
+    parser.add_argument("--idle", type=float, default=0.0,
+                        help="also measure each process's CPU over this many idle seconds")
     args = parser.parse_args()
     variants = [json.loads(v) for v in args.variants]
     bench = Bench(argparse.Namespace(quick=False, redis_db=args.redis_db, probe_off=False,
@@ -45,6 +60,7 @@ def main() -> None:
                 try:
                     stack.start()
                     bench.prime(stack)
+                    idle = idle_cpu(bench, args.idle) if args.idle else None
                     result = bench.scenario(stack, f"ab-{round_}", mode="closed",
                                             in_flight=args.in_flight, warmup=2,
                                             duration=args.seconds, drain=20, quiet=True)
@@ -60,6 +76,8 @@ def main() -> None:
                                       if k in ("bridge", "llm1", "notify", "postgres",
                                                "redis-server")},
                 }
+                if idle is not None:
+                    row["idle_ms_per_s"] = idle
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
