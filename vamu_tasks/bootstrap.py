@@ -6,11 +6,12 @@ prefork child never inherits its parent's sockets) and closes it when the worker
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -21,11 +22,6 @@ from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.context.static import StaticEventsClient, StaticUserContextClient
 from vamu_tasks.errors import InternalError
 from vamu_tasks.leases import LeaseKeeper
-from vamu_tasks.llm.anthropic import AnthropicProvider
-from vamu_tasks.llm.anthropic_batch import AnthropicBatches
-from vamu_tasks.llm.offline import OfflineProvider
-from vamu_tasks.llm.openai import OpenAIProvider
-from vamu_tasks.llm.openai_batch import OpenAIBatches
 from vamu_tasks.llm.ratelimit import BudgetedLLM, RedisRateBudget
 from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget, SpendBudgetedLLM
 from vamu_tasks.metrics import InstrumentedLLM
@@ -48,6 +44,10 @@ from vamu_tasks.store.agent import SqlAlchemyAgentStore
 from vamu_tasks.store.batches import SqlAlchemyBatchStore
 from vamu_tasks.store.chat import SqlAlchemyChatStore
 from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
+
+if TYPE_CHECKING:
+    from vamu_tasks.llm.anthropic import AnthropicProvider
+    from vamu_tasks.llm.openai import OpenAIProvider
 
 log = logging.getLogger(__name__)
 
@@ -120,10 +120,16 @@ class Container:
             if self._batch_api is None:
                 provider = build_provider(self.settings, self.primary_provider)
                 _add_closer(self._closers, provider)
-                if isinstance(provider, OpenAIProvider):
-                    self._batch_api = OpenAIBatches(provider)
-                elif isinstance(provider, AnthropicProvider):
-                    self._batch_api = AnthropicBatches(provider)
+                # Imported here, as in build_provider: only a process that sends a batch
+                # loads the batch adapters.
+                if self.primary_provider == "openai":
+                    from vamu_tasks.llm.openai_batch import OpenAIBatches
+
+                    self._batch_api = OpenAIBatches(cast("OpenAIProvider", provider))
+                elif self.primary_provider == "anthropic":
+                    from vamu_tasks.llm.anthropic_batch import AnthropicBatches
+
+                    self._batch_api = AnthropicBatches(cast("AnthropicProvider", provider))
             return self._batch_api
 
     def app_redis(self) -> RedisClient:
@@ -145,6 +151,9 @@ class Container:
 
 
 def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
+    """The provider `name`. Each SDK is imported here, on first use, not with this module: the
+    Anthropic SDK alone is ~45 MB of RSS, and a process loads only the one it calls (the notify
+    worker and the bridge none; bench/memory.py)."""
     common: dict[str, Any] = {
         "timeout_s": settings.llm_timeout_s,
         "max_retries": settings.llm_sdk_max_retries,
@@ -157,6 +166,8 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
             raise ConfigurationError(
                 "The openai provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs OPENAI_API_KEY."
             )
+        from vamu_tasks.llm.openai import OpenAIProvider
+
         return OpenAIProvider(
             api_key=settings.openai_api_key,
             model=settings.openai_model,
@@ -169,6 +180,8 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
                 "The anthropic provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs "
                 "ANTHROPIC_API_KEY."
             )
+        from vamu_tasks.llm.anthropic import AnthropicProvider
+
         return AnthropicProvider(
             api_key=settings.anthropic_api_key,
             model=settings.anthropic_model,
@@ -176,7 +189,22 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
             cache_ttl=settings.prompt_cache_ttl,
             **common,
         )
+    from vamu_tasks.llm.offline import OfflineProvider
+
     return OfflineProvider()
+
+
+PROVIDER_MODULES: dict[str, str] = {
+    "openai": "vamu_tasks.llm.openai",
+    "anthropic": "vamu_tasks.llm.anthropic",
+    "offline": "vamu_tasks.llm.offline",
+}
+
+
+def preload_provider(settings: Settings) -> None:
+    """Import the primary provider's SDK now, so that the first job does not wait for it
+    (build_provider would import it then); the other provider's SDK stays unloaded."""
+    importlib.import_module(PROVIDER_MODULES[settings.provider_name()])
 
 
 def build_api_clients(settings: Settings) -> tuple[UserContextClient, EventsClient]:
