@@ -157,7 +157,8 @@ class Run:
                 argv += ["--hostname", f"{role}-{self.tag}@%h"]
             role_env = {**env, "VAMU_METRICS_PORT": str(free_port())}
             # The workers package lives in the repository, as in the image's /src.
-            role_env["PYTHONPATH"] = str(REPO)
+            paths = [str(REPO), env.get("PYTHONPATH", "")]
+            role_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
             self.procs[role] = self.spawn(role, argv, role_env)
         for role in ROLES:
             self.wait_log(self.procs[role], ready[role])
