@@ -319,7 +319,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="how long jobs are added")
     parser.add_argument("--latency", type=float, default=1.0, help="fake LLM latency (s)")
     parser.add_argument("--settle", type=float, default=3.0, help="idle wait after ready (s)")
-    parser.add_argument("--redis-db", type=int, default=12)
+    # Not 11/12 (the tests') nor 14 (bench/run.py's); only this run's keys are deleted anyway.
+    parser.add_argument("--redis-db", type=int, default=13)
     parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
                         help="a setting for the three processes (what-ifs)")
     parser.add_argument("--repeat", type=int, default=1)
