@@ -77,3 +77,40 @@ def test_run_worker_takes_only_a_worker_command_line() -> None:
 
     with pytest.raises(ValueError, match="start with 'worker'"):
         run_worker(app, ["beat"])
+
+
+BATCH_PROBE = """
+import json, sys
+from vamu_tasks.bootstrap import LazyBatchLLM
+from vamu_tasks.settings import Settings
+
+api = LazyBatchLLM(Settings(), "openai", [])
+seen = [api.name, api.model, "openai" in sys.modules]
+try:
+    api.cancel("batch-that-does-not-exist")
+except Exception:
+    pass
+print(json.dumps(seen + ["openai" in sys.modules]))
+"""
+
+
+def test_a_batch_pass_with_nothing_to_send_loads_no_sdk_and_the_first_vendor_call_does() -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("VAMU_", "OPENAI_"))}
+    env = {
+        **base,
+        "VAMU_LLM_PROVIDER": "openai",
+        "OPENAI_API_KEY": "sk-test-not-a-key",
+        # Nothing listens there: the call fails fast, after the SDK is loaded.
+        "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+        "VAMU_OPENAI_MODEL": "gpt-test",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", BATCH_PROBE],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == ["openai", "gpt-test", False, True]
