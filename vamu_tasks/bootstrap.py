@@ -6,11 +6,12 @@ prefork child never inherits its parent's sockets) and closes it when the worker
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
@@ -19,13 +20,9 @@ from vamu_tasks.batches.policy import BATCH_PROVIDERS
 from vamu_tasks.broker_inventory import RedisBrokerInventory
 from vamu_tasks.context.http import HttpNestApiClient
 from vamu_tasks.context.static import StaticEventsClient, StaticUserContextClient
+from vamu_tasks.domain import BatchAnswer, BatchRequest, BatchState
 from vamu_tasks.errors import InternalError
 from vamu_tasks.leases import LeaseKeeper
-from vamu_tasks.llm.anthropic import AnthropicProvider
-from vamu_tasks.llm.anthropic_batch import AnthropicBatches
-from vamu_tasks.llm.offline import OfflineProvider
-from vamu_tasks.llm.openai import OpenAIProvider
-from vamu_tasks.llm.openai_batch import OpenAIBatches
 from vamu_tasks.llm.ratelimit import BudgetedLLM, RedisRateBudget
 from vamu_tasks.llm.spend_budget import Limits, RedisSpendBudget, SpendBudgetedLLM
 from vamu_tasks.metrics import InstrumentedLLM
@@ -48,6 +45,10 @@ from vamu_tasks.store.agent import SqlAlchemyAgentStore
 from vamu_tasks.store.batches import SqlAlchemyBatchStore
 from vamu_tasks.store.chat import SqlAlchemyChatStore
 from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
+
+if TYPE_CHECKING:
+    from vamu_tasks.llm.anthropic import AnthropicProvider
+    from vamu_tasks.llm.openai import OpenAIProvider
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +119,8 @@ class Container:
             return None
         with self._lock:
             if self._batch_api is None:
-                provider = build_provider(self.settings, self.primary_provider)
-                _add_closer(self._closers, provider)
-                if isinstance(provider, OpenAIProvider):
-                    self._batch_api = OpenAIBatches(provider)
-                elif isinstance(provider, AnthropicProvider):
-                    self._batch_api = AnthropicBatches(provider)
+                require_key(self.settings, self.primary_provider)
+                self._batch_api = LazyBatchLLM(self.settings, self.primary_provider, self._closers)
             return self._batch_api
 
     def app_redis(self) -> RedisClient:
@@ -144,7 +141,24 @@ class Container:
         self._closers.clear()
 
 
+def require_key(settings: Settings, name: ProviderName) -> None:
+    """`ConfigurationError` when the provider `name` has no API key."""
+    if name == "openai" and settings.openai_api_key is None:
+        raise ConfigurationError(
+            "The openai provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs OPENAI_API_KEY."
+        )
+    if name == "anthropic" and settings.anthropic_api_key is None:
+        raise ConfigurationError(
+            "The anthropic provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs "
+            "ANTHROPIC_API_KEY."
+        )
+
+
 def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
+    """The provider `name`. Each SDK is imported here, on first use, not with this module: the
+    Anthropic SDK alone is ~45 MB of RSS, and a process loads only the one it calls (the notify
+    worker and the bridge none; bench/memory.py)."""
+    require_key(settings, name)
     common: dict[str, Any] = {
         "timeout_s": settings.llm_timeout_s,
         "max_retries": settings.llm_sdk_max_retries,
@@ -153,10 +167,9 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
     # Explicit endpoints: an empty OPENAI_BASE_URL in the environment would otherwise be read
     # by the SDK itself and used as the URL.
     if name == "openai":
-        if settings.openai_api_key is None:
-            raise ConfigurationError(
-                "The openai provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs OPENAI_API_KEY."
-            )
+        from vamu_tasks.llm.openai import OpenAIProvider
+
+        assert settings.openai_api_key is not None  # require_key
         return OpenAIProvider(
             api_key=settings.openai_api_key,
             model=settings.openai_model,
@@ -164,11 +177,9 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
             **common,
         )
     if name == "anthropic":
-        if settings.anthropic_api_key is None:
-            raise ConfigurationError(
-                "The anthropic provider (VAMU_LLM_PROVIDER or VAMU_LLM_FALLBACK) needs "
-                "ANTHROPIC_API_KEY."
-            )
+        from vamu_tasks.llm.anthropic import AnthropicProvider
+
+        assert settings.anthropic_api_key is not None  # require_key
         return AnthropicProvider(
             api_key=settings.anthropic_api_key,
             model=settings.anthropic_model,
@@ -176,7 +187,70 @@ def build_provider(settings: Settings, name: ProviderName) -> LLMProvider:
             cache_ttl=settings.prompt_cache_ttl,
             **common,
         )
+    from vamu_tasks.llm.offline import OfflineProvider
+
     return OfflineProvider()
+
+
+class LazyBatchLLM:
+    """The primary provider's batch adapter, built (SDK imported) on its first vendor call.
+
+    The housekeeping leader asks for the batch API on every pass (every
+    VAMU_BATCH_POLL_INTERVAL_S), and most passes find nothing to send or poll: they need only
+    the provider's name and model, which the settings give. Building the adapter then would
+    load the SDK (~35 MB for OpenAI's) into every notify worker that leads, for nothing.
+    """
+
+    def __init__(
+        self, settings: Settings, name: ProviderName, closers: list[Callable[[], Any]]
+    ) -> None:
+        self._settings = settings
+        self._closers = closers
+        self._adapter: BatchLLM | None = None
+        self._lock = threading.Lock()
+        self._provider = name
+        self.name: str = name
+        self.model: str = settings.openai_model if name == "openai" else settings.anthropic_model
+
+    def _api(self) -> BatchLLM:
+        with self._lock:
+            if self._adapter is None:
+                provider = build_provider(self._settings, self._provider)
+                _add_closer(self._closers, provider)
+                if self._provider == "openai":
+                    from vamu_tasks.llm.openai_batch import OpenAIBatches
+
+                    self._adapter = OpenAIBatches(cast("OpenAIProvider", provider))
+                else:
+                    from vamu_tasks.llm.anthropic_batch import AnthropicBatches
+
+                    self._adapter = AnthropicBatches(cast("AnthropicProvider", provider))
+            return self._adapter
+
+    def submit(self, requests: Sequence[BatchRequest]) -> str:
+        return self._api().submit(requests)
+
+    def state(self, batch_id: str) -> BatchState:
+        return self._api().state(batch_id)
+
+    def answers(self, batch_id: str) -> Iterator[BatchAnswer]:
+        return self._api().answers(batch_id)
+
+    def cancel(self, batch_id: str) -> None:
+        self._api().cancel(batch_id)
+
+
+PROVIDER_MODULES: dict[str, str] = {
+    "openai": "vamu_tasks.llm.openai",
+    "anthropic": "vamu_tasks.llm.anthropic",
+    "offline": "vamu_tasks.llm.offline",
+}
+
+
+def preload_provider(settings: Settings) -> None:
+    """Import the primary provider's SDK now, so that the first job does not wait for it
+    (build_provider would import it then); the other provider's SDK stays unloaded."""
+    importlib.import_module(PROVIDER_MODULES[settings.provider_name()])
 
 
 def build_api_clients(settings: Settings) -> tuple[UserContextClient, EventsClient]:

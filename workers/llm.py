@@ -30,8 +30,12 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     from vamu_tasks.app import app
+    from vamu_tasks.bootstrap import preload_provider
+    from vamu_tasks.worker_cli import run_worker
 
-    app.worker_main(worker_argv(Settings(), list(sys.argv[1:] if argv is None else argv)))
+    settings = Settings()
+    preload_provider(settings)
+    run_worker(app, worker_argv(settings, list(sys.argv[1:] if argv is None else argv)))
 
 
 if __name__ == "__main__":

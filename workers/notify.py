@@ -33,13 +33,14 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     from vamu_tasks.app import app
     from vamu_tasks.housekeeping import run_in_this_worker
+    from vamu_tasks.worker_cli import run_worker
 
     args = list(sys.argv[1:] if argv is None else argv)
     # `--no-beat` (the name from when housekeeping ran in Celery's embedded beat): no
     # housekeeping in this worker. Without it, this worker contends for the lead.
     if "--no-beat" not in args:
         run_in_this_worker()
-    app.worker_main(worker_argv(Settings(), [a for a in args if a != "--no-beat"]))
+    run_worker(app, worker_argv(Settings(), [a for a in args if a != "--no-beat"]))
 
 
 if __name__ == "__main__":
