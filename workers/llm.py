@@ -9,7 +9,7 @@ from vamu_tasks.settings import Settings
 
 
 def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
-    # Threads, not prefork: each job mostly waits on HTTP, so 100 threads in one process use the
+    # Threads, not prefork: each job mostly waits on HTTP, so 200 threads in one process use the
     # 2 cores far better than 2 forked children (see docs/architecture.md, "Pools").
     queues = ",".join(spec.queue for spec in FEATURES.values())
     return [
@@ -24,6 +24,9 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "llm@%h",
         "--loglevel",
         "INFO",
+        # Gossip makes every worker read every other worker's events (all task events, once
+        # Flower turns them on) to track its peers; nothing here uses it.
+        "--without-gossip",
         *extra,
     ]
 

@@ -26,6 +26,9 @@ def worker_argv(settings: Settings, extra: list[str]) -> list[str]:
         "notify@%h",
         "--loglevel",
         "INFO",
+        # Gossip makes every worker read every other worker's events (all task events, once
+        # Flower turns them on) to track its peers; nothing here uses it.
+        "--without-gossip",
         *extra,
     ]
 
