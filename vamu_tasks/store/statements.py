@@ -3,7 +3,8 @@
 A job crosses the database four times: the bridge creates its row, the LLM worker starts an
 attempt, commits the outcome with its outbox rows, and marks the notifications it sent. Each
 is one statement here, sent in autocommit, where the ORM spent a `SELECT … FOR UPDATE`, an
-`UPDATE`, and `BEGIN`/`COMMIT` round trips (docs/performance.md, "Findings").
+`UPDATE`, and `BEGIN`/`COMMIT` round trips (docs/performance.md, "What issue 16 changed, one
+by one").
 
 Each statement is built once per shape, with bound parameters, and kept: building a statement
 and its cache key cost more CPU than running it. SQLAlchemy's compiled cache and psycopg's
