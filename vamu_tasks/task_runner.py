@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from celery import Celery, Task
@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from vamu_tasks import metrics
 from vamu_tasks.bootstrap import Container, get_container
-from vamu_tasks.domain import FeatureResult, JobRecord
+from vamu_tasks.domain import FeatureResult, JobRecord, Notification
 from vamu_tasks.errors import JobTimedOut, LeaseHeld, StoreUnavailable
 from vamu_tasks.features import DELIVER_TASK, NOTIFY_QUEUE
 from vamu_tasks.jobs import AttemptFailed, Handler, JobOutcome, fail_job, run_job
@@ -180,31 +180,42 @@ def event_kwargs(event_id: uuid.UUID) -> dict[str, Any]:
 
 
 def send_notifications(task: Task[Any, Any], outcome: JobOutcome, container: Container) -> None:
-    ids = outcome.notifications
+    notify_after_commit(task.app, container, outcome.notifications, outcome.committed)
+
+
+def notify_after_commit(
+    app: Celery,
+    container: Container,
+    event_ids: list[uuid.UUID],
+    committed: Sequence[Notification] = (),
+) -> None:
+    """Deliver committed notifications: the local transports from this process, the rest (and
+    any failed send) through the notify queue. `committed` are those of them this process has
+    just written and still holds: they are sent without being read back."""
     # Without a local transport configured, an inline pass would only lock the row for nothing.
     if container.settings.notify_inline and INLINE_TRANSPORTS & container.transports.keys():
-        committed = {note.id for note in outcome.committed}
-        older = [event_id for event_id in ids if event_id not in committed]
-        ids = send_committed(container, outcome) + deliver_inline(container, older)
-    dispatch_notifications(task.app, ids)
+        fresh = {note.id for note in committed}
+        older = [event_id for event_id in event_ids if event_id not in fresh]
+        event_ids = send_committed(container, committed) + deliver_inline(container, older)
+    dispatch_notifications(app, event_ids)
 
 
-def send_committed(container: Container, outcome: JobOutcome) -> list[uuid.UUID]:
-    """The inline delivery of the notifications this run has just committed, from memory (no
-    read, no row lock); the ids still pending somewhere, for the notify queue."""
-    if not outcome.committed:
+def send_committed(container: Container, committed: Sequence[Notification]) -> list[uuid.UUID]:
+    """The inline delivery of notifications just committed, from memory (no read, no row
+    lock); the ids still pending somewhere, for the notify queue."""
+    if not committed:
         return []
     try:
         return deliver_fresh(
             container.store,
             container.transports,
-            outcome.committed,
+            committed,
             only=INLINE_TRANSPORTS,
             retry_in_s=container.settings.outbox_stale_after_s,
         )
     except Exception:
-        log.warning("job %s: inline delivery failed; queued", outcome.job_id, exc_info=True)
-        return [note.id for note in outcome.committed]
+        log.warning("job %s: inline delivery failed; queued", committed[0].job_id, exc_info=True)
+        return [note.id for note in committed]
 
 
 # Transports that are a local write (a Redis PUBLISH, a log line) go out from the worker that

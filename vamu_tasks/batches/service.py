@@ -1,8 +1,9 @@
 """The batch tier's work, one pass at a time: collect waiting jobs into vendor batches, poll the
 batches out, settle each result through the feature's own validation (no Celery here).
 
-`tick` is what the notify worker's beat runs every `VAMU_BATCH_POLL_INTERVAL_S`. Each step
-claims its rows first, so two beats running it at once do the work once.
+`tick` is what the housekeeping leader (a notify worker) runs every
+`VAMU_BATCH_POLL_INTERVAL_S`. Each step claims its rows first, so two passes running at once do
+the work once.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.features import BATCH_TASK
 from vamu_tasks.metrics import BATCH_JOBS, JOBS_FINISHED, record_usage
 from vamu_tasks.sender import CelerySender
-from vamu_tasks.task_runner import INLINE_TRANSPORTS, deliver_inline, dispatch_notifications
+from vamu_tasks.task_runner import notify_after_commit
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,7 @@ def batch_deps(container: Container, app: Celery) -> BatchDeps | None:
     s = container.settings
 
     def notify(event_ids: list[uuid.UUID]) -> None:
-        if s.notify_inline and INLINE_TRANSPORTS & container.transports.keys():
-            event_ids = deliver_inline(container, event_ids)
-        dispatch_notifications(app, event_ids)
+        notify_after_commit(app, container, event_ids)
 
     spend = container.spend_budget
     return BatchDeps(

@@ -33,6 +33,11 @@ class DeliveryReport:
     def complete(self) -> bool:
         return not self.failed and not self.left
 
+    @property
+    def error(self) -> str:
+        """The failures, as one `last_error`."""
+        return "; ".join(f"{name}: {why}" for name, why in self.failed.items())
+
 
 def deliver(
     outbox: Outbox,
@@ -50,29 +55,42 @@ def deliver(
                 "notification %s: delivered, unknown, or being sent by another worker", event_id
             )
             return DeliveryReport((), {})
-        delivered: list[str] = []
-        failed: dict[str, str] = {}
-        left: list[str] = []
-        for name in list(delivery.pending):
-            if only is not None and name not in only:
-                left.append(name)
-                continue
-            transport = transports.get(name)
-            if transport is None:
-                failed[name] = f"transport {name!r} is not configured in this process"
-                continue
-            try:
-                transport.send(delivery.notification)
-            except TransientError as exc:
-                failed[name] = exc.message
-                NOTIFICATIONS.labels(name, "failed").inc()
-                continue
-            NOTIFICATIONS.labels(name, "delivered").inc()
+        report = send_each(transports, delivery.notification, delivery.pending, only)
+        for name in report.delivered:
             delivery.mark_delivered(name)
-            delivered.append(name)
-        if failed:
-            delivery.record_failure("; ".join(f"{k}: {v}" for k, v in failed.items()), retry_in_s)
-        return DeliveryReport(delivered, failed, left)
+        if report.failed:
+            delivery.record_failure(report.error, retry_in_s)
+        return report
+
+
+def send_each(
+    transports: Mapping[str, Transport],
+    notification: Notification,
+    pending: Sequence[str],
+    only: Collection[str] | None = None,
+) -> DeliveryReport:
+    """Send one notification to each pending transport in `only` (all of them without it),
+    counting each outcome; what the caller records is its own business."""
+    delivered: list[str] = []
+    failed: dict[str, str] = {}
+    left: list[str] = []
+    for name in list(pending):
+        if only is not None and name not in only:
+            left.append(name)
+            continue
+        transport = transports.get(name)
+        if transport is None:
+            failed[name] = f"transport {name!r} is not configured in this process"
+            continue
+        try:
+            transport.send(notification)
+        except TransientError as exc:
+            failed[name] = exc.message
+            NOTIFICATIONS.labels(name, "failed").inc()
+            continue
+        NOTIFICATIONS.labels(name, "delivered").inc()
+        delivered.append(name)
+    return DeliveryReport(delivered, failed, left)
 
 
 class FreshOutbox(Protocol):
@@ -109,28 +127,11 @@ def deliver_fresh(
     left: list[uuid.UUID] = []
     sent: dict[tuple[str, ...], list[uuid.UUID]] = {}
     for note in notifications:
-        delivered: list[str] = []
-        failed: dict[str, str] = {}
-        for name in pending:
-            if name not in only:
-                continue
-            transport = transports.get(name)
-            if transport is None:
-                failed[name] = f"transport {name!r} is not configured in this process"
-                continue
-            try:
-                transport.send(note)
-            except TransientError as exc:
-                failed[name] = exc.message
-                NOTIFICATIONS.labels(name, "failed").inc()
-                continue
-            NOTIFICATIONS.labels(name, "delivered").inc()
-            delivered.append(name)
-        sent.setdefault(tuple(delivered), []).append(note.id)
-        if failed:
-            error = "; ".join(f"{k}: {v}" for k, v in failed.items())
-            outbox.record_delivery_failure(note.id, error, retry_in_s)
-        if failed or any(name not in only for name in pending):
+        report = send_each(transports, note, pending, only)
+        sent.setdefault(tuple(report.delivered), []).append(note.id)
+        if report.failed:
+            outbox.record_delivery_failure(note.id, report.error, retry_in_s)
+        if not report.complete:
             left.append(note.id)
     for names, ids in sent.items():
         outbox.mark_sent(ids, names)
