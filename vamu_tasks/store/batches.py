@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import ColumnElement, delete, select, update
 from sqlalchemy.orm import Session
 
 from vamu_tasks.domain import MAX_ERROR_MESSAGE, JobRecord, Notification, Spend
@@ -192,51 +192,33 @@ class SqlAlchemyBatchStore:
 
         A batch they are in keeps running: its result for them is discarded when it comes.
         """
-        with self._session() as session:
-            rows = list(
-                session.scalars(
-                    select(AiJob)
-                    .where(
-                        AiJob.status == "batched",
-                        AiJob.deliver_by <= utcnow() + timedelta(seconds=margin_s),
-                    )
-                    .order_by(AiJob.deliver_by)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            for row in rows:
-                _to_sync(row, hold_s)
-            return [(row.id, row.feature) for row in rows]
+        due = AiJob.deliver_by <= utcnow() + timedelta(seconds=margin_s)
+        return self._move_to_sync(hold_s, due, order_by=AiJob.deliver_by, limit=limit)
 
     def all_to_sync(self, hold_s: float, limit: int = 500) -> list[Found]:
         """Every batched job made `queued` to run now (a deployment with no batch API)."""
-        with self._session() as session:
-            rows = list(
-                session.scalars(
-                    select(AiJob)
-                    .where(AiJob.status == "batched")
-                    .order_by(AiJob.created_at)
-                    .limit(limit)
-                    .with_for_update(skip_locked=True)
-                )
-            )
-            for row in rows:
-                _to_sync(row, hold_s)
-            return [(row.id, row.feature) for row in rows]
+        return self._move_to_sync(hold_s, order_by=AiJob.created_at, limit=limit)
 
     def to_sync(self, job_ids: Sequence[uuid.UUID], hold_s: float) -> list[Found]:
         """These jobs, if still batched, made `queued` to run now; the ones moved."""
         if not job_ids:
             return []
+        return self._move_to_sync(hold_s, AiJob.id.in_(job_ids))
+
+    def _move_to_sync(
+        self,
+        hold_s: float,
+        *where: ColumnElement[bool],
+        order_by: Any = None,
+        limit: int | None = None,
+    ) -> list[Found]:
+        """The batched jobs matching `where` that no one else holds, sent down the synchronous
+        path (`_to_sync`); the ones moved."""
+        query = select(AiJob).where(AiJob.status == "batched", *where)
+        if order_by is not None:
+            query = query.order_by(order_by)
         with self._session() as session:
-            rows = list(
-                session.scalars(
-                    select(AiJob)
-                    .where(AiJob.id.in_(job_ids), AiJob.status == "batched")
-                    .with_for_update(skip_locked=True)
-                )
-            )
+            rows = list(session.scalars(query.limit(limit).with_for_update(skip_locked=True)))
             for row in rows:
                 _to_sync(row, hold_s)
             return [(row.id, row.feature) for row in rows]
