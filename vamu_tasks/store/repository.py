@@ -147,19 +147,9 @@ def _new_record(values: Mapping[str, Any]) -> JobRecord:
 
 
 def outbox_row(note: Notification, transports: Sequence[str]) -> NotificationOutbox:
-    """A notification to deliver to each transport, written in its job's transaction."""
-    now = utcnow()
-    return NotificationOutbox(
-        id=note.id,
-        job_id=note.job_id,
-        event=note.event,
-        user_id=note.user_id,
-        payload=dict(note.data),
-        pending_transports=list(transports),
-        attempts=0,
-        created_at=now,
-        next_attempt_at=now,
-    )
+    """A notification to deliver to each transport, written in its job's transaction (the
+    same columns the job path's single statement writes)."""
+    return NotificationOutbox(**statements.outbox_values(note, transports, utcnow()))
 
 
 def add_spend(row: AiJob, spend: Spend) -> None:
