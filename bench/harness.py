@@ -4,6 +4,7 @@ their PID), their CPU and memory."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -106,6 +107,24 @@ class Proc:
             return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+    def wait_log(self, pattern: str, timeout: float = 60) -> str:
+        """The log once it contains `pattern`; an error if the process exits or time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_text()
+            if pattern in text:
+                return text
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited early:\n{text[-3000:]}")
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log_text()[-3000:]}")
+
+    def url(self) -> str:
+        """The URL a fake prints as its first JSON line (`{"url": ...}`)."""
+        text = self.wait_log('{"url"', timeout=30)
+        line = next(line for line in text.splitlines() if line.startswith('{"url"'))
+        return str(json.loads(line)["url"])
 
     def send(self, sig: int = signal.SIGTERM) -> None:
         if not self.alive():

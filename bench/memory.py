@@ -87,22 +87,6 @@ class Run:
                 stdout=subprocess.PIPE if pipes else logf, stderr=logf, text=pipes)
         return Proc(name, "harness", popen, log_path)
 
-    def wait_log(self, proc: Proc, pattern: str, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = proc.log_text()
-            if pattern in text:
-                return text
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited early:\n{text[-3000:]}")
-            time.sleep(0.1)
-        raise RuntimeError(f"{proc.name} not ready after {timeout}s:\n{proc.log_text()[-3000:]}")
-
-    def url_of(self, proc: Proc) -> str:
-        text = self.wait_log(proc, '{"url"', timeout=30)
-        line = next(line for line in text.splitlines() if line.startswith('{"url"'))
-        return str(json.loads(line)["url"])
-
     def start_fakes(self) -> tuple[str, str]:
         env = {**os.environ, "VAMU_BENCH_PROBE_DIR": str(self.workdir)}
         llm = self.spawn("fake-llm", [PY, str(BENCH / "fake_llm.py"), "--port", "0"], env)
@@ -111,7 +95,7 @@ class Run:
         ada = SAMPLE_USERS["u-ada"]
         users = {u: {**copy.deepcopy(ada), "userId": u} for u in USERS}
         self.api = FakeNestApi(users=users, token=API_TOKEN).start()
-        llm_url, api_url = self.url_of(llm), self.api.url
+        llm_url, api_url = llm.url(), self.api.url
         body = json.dumps({"latency": self.args.latency}).encode()
         import urllib.request
 
@@ -162,7 +146,7 @@ class Run:
             role_env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
             self.procs[role] = self.spawn(role, argv, role_env)
         for role in ROLES:
-            self.wait_log(self.procs[role], ready[role])
+            self.procs[role].wait_log(ready[role])
 
     def stop(self) -> None:
         stop_all([*self.procs.values(), *reversed(self.harness)], timeout=20)

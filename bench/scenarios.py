@@ -88,17 +88,6 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def wait_log(self, proc: Proc, pattern: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = proc.log_text()
-            if pattern in text:
-                return text
-            if not proc.alive():
-                raise RuntimeError(f"{proc.name} exited early:\n{text[-3000:]}")
-            time.sleep(0.1)
-        raise RuntimeError(f"{proc.name} not ready after {timeout}s:\n{proc.log_text()[-3000:]}")
-
     def stop_all(self) -> None:
         stop_all(list(reversed(self.procs)), timeout=10)
 
@@ -151,13 +140,9 @@ class Bench:
         api = self.spawn("fake-api", "harness",
                          [PY, "-m", "vamu_tasks.testing.fake_api", "--port", "0",
                           "--token", API_TOKEN, "--users", str(len(USERS))])
-        self.llm_url = json.loads(self._json_line(llm, '{"url"'))["url"]
-        self.api_url = json.loads(self._json_line(api, '{"url"'))["url"]
+        self.llm_url = llm.url()
+        self.api_url = api.url()
         log(f"fake LLM {self.llm_url}, fake API {self.api_url}, database {self.pg_url}")
-
-    def _json_line(self, proc: Proc, start: str) -> str:
-        text = self.wait_log(proc, start, timeout=30)
-        return next(line for line in text.splitlines() if line.startswith(start))
 
     def set_latency(self, seconds: float) -> None:
         import urllib.request

@@ -103,7 +103,7 @@ class Stack:
             self.procs.append(proc)
             started.append((proc, ready))
         for proc, ready in started:
-            b.wait_log(proc, ready, timeout=60)
+            proc.wait_log(ready, timeout=60)
         log(f"started {self.label} ({', '.join(p.name for p in self.procs)})")
 
     def stop(self) -> None:
