@@ -148,3 +148,18 @@ def test_env_example_names_every_setting_and_nothing_else() -> None:
         expected.add(alias.choices[0] if isinstance(alias, AliasChoices) else env)
 
     assert documented == expected
+
+
+def test_celery_task_events_are_off_unless_vamu_task_events_turns_them_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from vamu_tasks.celery_config import celery_config
+
+    monkeypatch.setenv("VAMU_LLM_PROVIDER", "offline")
+    off = celery_config(Settings())
+    monkeypatch.setenv("VAMU_TASK_EVENTS", "true")
+    on = celery_config(Settings())
+
+    events = ("worker_send_task_events", "task_send_sent_event")
+    assert [off[key] for key in events] == [False, False]
+    assert [on[key] for key in events] == [True, True]
