@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
-    ColumnElement,
     Connection,
     Engine,
     Row,
@@ -214,24 +213,6 @@ class _RowDelivery:
 GIVEN_UP = datetime(9999, 1, 1, tzinfo=UTC)
 
 
-def _never_started() -> tuple[ColumnElement[bool], ...]:
-    """Queued, never run and never sent again: only its first task message stands for it."""
-    return (AiJob.status == "queued", AiJob.attempts == 0, AiJob.retry_at.is_(None))
-
-
-def _claim_never_started(
-    session: Session, which: ColumnElement[bool], *, hold_s: float, limit: int | None = None
-) -> list[tuple[uuid.UUID, str]]:
-    """Never-started jobs matching `which`, marked as sent again: `retry_at` keeps the
-    stale-queued check away for `hold_s`, then the overdue-retry check covers them."""
-    rows = session.scalars(
-        select(AiJob).where(which, *_never_started()).limit(limit).with_for_update(skip_locked=True)
-    ).all()
-    for row in rows:
-        row.retry_at = utcnow() + timedelta(seconds=hold_s)
-    return [(row.id, row.feature) for row in rows]
-
-
 class Database:
     """An engine and its sessions: one short transaction per call, outages as StoreUnavailable."""
 
@@ -430,7 +411,7 @@ class SqlAlchemyJobStore:
         with self._session() as session:
             rows = session.execute(
                 select(AiJob.id, AiJob.feature)
-                .where(*_never_started(), AiJob.created_at < cutoff)
+                .where(*statements.NEVER_STARTED, AiJob.created_at < cutoff)
                 .order_by(AiJob.created_at)
                 .limit(limit)
             ).all()
@@ -441,8 +422,15 @@ class SqlAlchemyJobStore:
     ) -> list[tuple[uuid.UUID, str]]:
         if not job_ids:
             return []
-        with self._session() as session:
-            return _claim_never_started(session, AiJob.id.in_(job_ids), hold_s=hold_s)
+        params = {
+            "ids": list(job_ids),
+            "claim": utcnow() + timedelta(seconds=hold_s),
+            "limit": len(job_ids),
+        }
+        rows = self.db.run(
+            lambda conn: conn.execute(statements.CLAIM_NEVER_STARTED_IDS, params).all()
+        )
+        return [(row.id, row.feature) for row in rows]
 
     def requeue(
         self,

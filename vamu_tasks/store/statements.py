@@ -314,12 +314,12 @@ CLAIM_ORPHANS = _claim(
 )
 # Retries whose countdown is long past (the retry message was lost).
 CLAIM_OVERDUE = _claim(JOBS.c.status == "queued", JOBS.c.retry_at < _NOW, retry_at=_CLAIM)
-# Queued, never run and never sent again, created before `now`: only its first message stands
-# for it. `retry_at` keeps the stale-queued check away, then the overdue check covers it.
-CLAIM_NEVER_STARTED = _claim(
-    JOBS.c.status == "queued",
-    JOBS.c.attempts == 0,
-    JOBS.c.retry_at.is_(None),
-    JOBS.c.created_at < _NOW,
-    retry_at=_CLAIM,
+# Queued, never run and never sent again: only its first message stands for it. Claimed, it
+# gets a `retry_at` that keeps the stale-queued check away, then the overdue check covers it.
+NEVER_STARTED = (JOBS.c.status == "queued", JOBS.c.attempts == 0, JOBS.c.retry_at.is_(None))
+# ... created before `now` (the reaper's stale-queued check)
+CLAIM_NEVER_STARTED = _claim(*NEVER_STARTED, JOBS.c.created_at < _NOW, retry_at=_CLAIM)
+# ... among these ids (the reaper's lost-message check, reaper.lost_messages)
+CLAIM_NEVER_STARTED_IDS = _claim(
+    *NEVER_STARTED, JOBS.c.id.in_(bindparam("ids", expanding=True)), retry_at=_CLAIM
 )
