@@ -192,9 +192,14 @@ def test_a_retried_job_stays_one_trace_with_the_rate_limited_call_marked_by_its_
 
     (add,) = [s for s in out["spans"] if s["name"].startswith("add ")]
     trace_id = add["traceId"]
-    t.otlp.wait_for(lambda spans: [s.name for s in spans if s.trace_id == trace_id].count(
-        "chat gpt-5-mini") == 2 and "notify socketio" in {s.name for s in spans
-                                                         if s.trace_id == trace_id})
+    # Each attempt's task span ends after its LLM call and its notification: wait for both
+    # attempts' task spans too, or the second may not have been exported yet.
+    def exported(spans: list[Any]) -> bool:
+        names = [s.name for s in spans if s.trace_id == trace_id]
+        return (names.count("chat gpt-5-mini") == 2 and "notify socketio" in names
+                and names.count("run/vamu.inspiration.generate") == 2)
+
+    t.otlp.wait_for(exported)
     spans = t.otlp.trace(trace_id)
     runs = sorted((s for s in spans if s.name == "run/vamu.inspiration.generate"),
                   key=lambda s: s.start_ns)
