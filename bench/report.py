@@ -114,7 +114,8 @@ def _latency_targets(sc: dict[str, Any]) -> Iterator[dict[str, Any]]:
         latency = s["params"]["llmLatencyS"]
         ideal = s["params"]["inFlight"] / latency
         eff = round(s["throughput"]["jobs_per_s"] / ideal, 3)
-        note = (f"{s['throughput']['jobs_per_s']} of {ideal:g} jobs/s; peak RSS "
+        note = (f"{s['throughput']['jobs_per_s']} of {ideal:g} jobs/s (in flight / mean job "
+                f"time: {s['throughput'].get('littles_law_jobs_per_s')}); peak RSS "
                 f"{s['memory'].get('peak_rss_mb_total')} MB")
         for other, name in (("celery-defaults", "(b)"), ("bullmq-python", "(a)")):
             o = sc.get(f"{key}/{other}")
