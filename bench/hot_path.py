@@ -121,6 +121,19 @@ def run(url: str, jobs: int, redis_url: str) -> dict[str, Any]:
     def _count(*_: Any) -> None:
         statements[stage[0]] += 1
 
+    try:  # the job path's statements sent straight to psycopg, without SQLAlchemy's events
+        from vamu_tasks.store.direct import DirectConnection
+    except ImportError:  # the code before they were
+        pass
+    else:
+        execute = DirectConnection.execute
+
+        def _direct(self: Any, statement: Any, parameters: Any) -> Any:
+            statements[stage[0]] += 1
+            return execute(self, statement, parameters)
+
+        DirectConnection.execute = _direct  # type: ignore[method-assign]
+
     transports = {"socketio": Silent()}
     spend = Spend(
         provider="openai",

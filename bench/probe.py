@@ -213,6 +213,22 @@ def install_counters() -> None:
     def _checkout(*_: Any) -> None:
         count("sql", "CHECKOUT")
 
+    # The job path's statements go to psycopg without SQLAlchemy's events (store/direct.py).
+    try:
+        from vamu_tasks.store.direct import DirectConnection
+    except ImportError:  # the code before they did
+        pass
+    else:
+        execute = DirectConnection.execute
+
+        @functools.wraps(execute)
+        def _direct(self: Any, statement: Any, parameters: Any) -> Any:
+            result = execute(self, statement, parameters)
+            count("sql", self._compiled[statement].sql.lstrip().split(None, 1)[0].upper())
+            return result
+
+        DirectConnection.execute = _direct  # type: ignore[method-assign]
+
     # Commands this process sends to Redis (broker, BullMQ, emitter, streams), by name.
     def count_commands(owner: Any, name: str) -> None:
         original = getattr(owner, name)

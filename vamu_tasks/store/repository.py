@@ -9,9 +9,12 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar, cast
 
+import psycopg
+from psycopg import Connection as PsycopgConnection
 from sqlalchemy import (
     Connection,
     Engine,
+    Executable,
     Row,
     create_engine,
     event,
@@ -21,6 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from vamu_tasks.domain import (
     MAX_ERROR_MESSAGE,
@@ -37,6 +41,7 @@ from vamu_tasks.domain import (
 )
 from vamu_tasks.errors import LeaseHeld, StoreUnavailable
 from vamu_tasks.store import statements
+from vamu_tasks.store.direct import DirectConnection, DirectStatement, Executes
 from vamu_tasks.store.models import AiJob, NotificationOutbox
 
 OPEN_STATUSES = ("queued", "running")
@@ -222,8 +227,11 @@ class Database:
         # On PostgreSQL a statement of `run` is its own transaction: no BEGIN and COMMIT round
         # trips (psycopg sends each apart). SQLite keeps its write-locking transaction.
         self._autocommit: Engine | None = None
+        # The job path's statements compiled for psycopg (store/direct.py), by statement.
+        self._direct: dict[Executable, DirectStatement] | None = None
         if engine.dialect.name == "postgresql":
             self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._direct = {}
 
     def run(self, work: Callable[[Connection], T]) -> T:
         """`work` on one connection, committed when it returns: each statement on its own on
@@ -247,6 +255,44 @@ class Database:
                 if unavailable is None:
                     raise
                 raise unavailable from exc
+        raise AssertionError("unreachable")
+
+    def run_direct(self, work: Callable[[Executes], T]) -> T:
+        """`run` for the job path's statements: on PostgreSQL they go straight to psycopg, in
+        autocommit, on a connection of the same pool (store/direct.py); elsewhere, `run`.
+
+        A pooled connection found dead is dropped and `work` runs again on the next, until
+        the pool's idle connections are used up (a restarted server leaves them all dead).
+        """
+        if self._direct is None:
+            return self.run(work)
+        pool = self.engine.pool
+        attempts = 2 + (pool.checkedin() if isinstance(pool, QueuePool) else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                # The pool's own connect: psycopg's errors come unwrapped.
+                pooled = self.engine.raw_connection()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                raise StoreUnavailable(
+                    f"Database unreachable ({type(exc).__name__}); will retry."
+                ) from exc
+            driver = cast("PsycopgConnection[Any]", pooled.driver_connection)
+            try:
+                driver.autocommit = True
+                return work(DirectConnection(driver, self.engine.dialect, self._direct))
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                dead = driver.broken or driver.closed
+                if dead:
+                    pooled.invalidate(exc)
+                if not (dead and attempt < attempts):
+                    raise StoreUnavailable(
+                        f"Database unreachable ({type(exc).__name__}); will retry."
+                    ) from exc
+            finally:
+                # Back to the pool as SQLAlchemy's other users expect it: not in autocommit.
+                if not (driver.broken or driver.closed):
+                    driver.autocommit = False
+                pooled.close()
         raise AssertionError("unreachable")
 
     @classmethod
@@ -314,7 +360,7 @@ class SqlAlchemyJobStore:
             "created_at": utcnow(),
         }
         # One INSERT … ON CONFLICT DO NOTHING: a redelivered BullMQ job reads back the first.
-        if self.db.run(lambda conn: statements.insert_job(conn, values)):
+        if self.db.run_direct(lambda conn: statements.insert_job(conn, values)):
             return _new_record(values), True
         if job.source_ref is None:
             raise LookupError(f"job {job.id} was not inserted and has no source_ref")
@@ -339,7 +385,7 @@ class SqlAlchemyJobStore:
         # The state may move in between (a lease running out): then the update is tried again.
         for _ in range(3):
             now = utcnow()
-            row = self.db.run(
+            row = self.db.run_direct(
                 partial(
                     statements.start_attempt, job_id=job_id, now=now, owner=owner, lease_s=lease_s
                 )
@@ -533,7 +579,7 @@ class SqlAlchemyJobStore:
     ) -> JobRecord:
         # The outcome and its outbox rows in one statement, only if the job is still open.
         now = utcnow()
-        row = self.db.run(
+        row = self.db.run_direct(
             lambda conn: statements.finish(
                 conn, job_id, values, spend, notifications, self._transports, now
             )
@@ -606,7 +652,7 @@ class SqlAlchemyJobStore:
         """Record that `transports` have had these notifications, without locking them: for
         the worker that has just committed them and sent them itself."""
         now = utcnow()
-        self.db.run(lambda conn: statements.mark_sent(conn, event_ids, transports, now))
+        self.db.run_direct(lambda conn: statements.mark_sent(conn, event_ids, transports, now))
 
     def record_delivery_failure(self, event_id: uuid.UUID, error: str, retry_in_s: float) -> None:
         with self._session() as session:

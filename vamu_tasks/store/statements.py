@@ -7,8 +7,9 @@ is one statement here, sent in autocommit, where the ORM spent a `SELECT … FOR
 by one").
 
 Each statement is built once per shape, with bound parameters, and kept: building a statement
-and its cache key cost more CPU than running it. SQLAlchemy's compiled cache and psycopg's
-prepared statements then serve every later job.
+and its cache key cost more CPU than running it. On PostgreSQL the four job-path statements are
+then sent straight to psycopg (store/direct.py, through `Database.run_direct`), compiled once;
+the others use SQLAlchemy's compiled cache. psycopg prepares both kinds on each connection.
 
 PostgreSQL gets every step in one statement. SQLite (the embedded default) has no
 data-modifying CTE and no JSON array arithmetic: there, `finish` and `mark_sent` run two
@@ -28,7 +29,6 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Executable,
-    Row,
     Table,
     Text,
     TextClause,
@@ -46,6 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 
 from vamu_tasks.domain import TERMINAL_STATUSES, Notification, Spend
+from vamu_tasks.store.direct import Executes
 from vamu_tasks.store.models import AiJob, NotificationOutbox
 
 
@@ -82,18 +83,20 @@ FIND_JOB = select(*JOBS.c).where(
 
 
 @cache
-def _insert_job(dialect: str) -> Executable:
+def _insert_job(dialect: str, keys: tuple[str, ...]) -> Executable:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     return (
         insert(JOBS)
+        .values({key: _param(key, key) for key in keys})
         .on_conflict_do_nothing(index_elements=["source", "source_ref"])
         .returning(JOBS.c.id)
     )
 
 
-def insert_job(conn: Connection, values: Mapping[str, Any]) -> bool:
+def insert_job(conn: Executes, values: Mapping[str, Any]) -> bool:
     """Insert a job row unless its (source, source_ref) exists; whether it was inserted."""
-    return conn.execute(_insert_job(conn.dialect.name), dict(values)).first() is not None
+    statement = _insert_job(conn.dialect.name, tuple(sorted(values)))
+    return conn.execute(statement, dict(values)).first() is not None
 
 
 @cache
@@ -124,8 +127,8 @@ def _start_attempt(leased: bool) -> Executable:
 
 
 def start_attempt(
-    conn: Connection, job_id: uuid.UUID, now: datetime, owner: str | None, lease_s: float
-) -> Row[Any] | None:
+    conn: Executes, job_id: uuid.UUID, now: datetime, owner: str | None, lease_s: float
+) -> Any:
     """Mark an open job running and count the attempt; None when the job is missing, ended or
     leased to another live attempt (the caller reads the row to say which)."""
     params: dict[str, Any] = {"job_id": job_id, "now": now}
@@ -187,14 +190,14 @@ def _typed(name: str, column: str) -> ColumnElement[Any]:
 
 
 def finish(
-    conn: Connection,
+    conn: Executes,
     job_id: uuid.UUID,
     values: Mapping[str, Any],
     spend: Spend,
     notifications: Sequence[Notification],
     transports: Sequence[str],
     now: datetime,
-) -> Row[Any] | None:
+) -> Any:
     """End an open job with its outcome and spend, and write its outbox rows with it; None
     (and nothing written) when the job is missing or has already ended."""
     keys = tuple(sorted(values))
@@ -258,7 +261,7 @@ MARK_SENT_PG = (
 
 
 def mark_sent(
-    conn: Connection, event_ids: Sequence[uuid.UUID], transports: Sequence[str], now: datetime
+    conn: Executes, event_ids: Sequence[uuid.UUID], transports: Sequence[str], now: datetime
 ) -> None:
     """Take `transports` off these notifications' pending list; a notification with none left
     is delivered. One atomic UPDATE on PostgreSQL: no row lock is read first, and a concurrent
@@ -270,6 +273,7 @@ def mark_sent(
             MARK_SENT_PG, {"ids": list(event_ids), "transports": list(transports), "now": now}
         )
         return
+    assert isinstance(conn, Connection)  # SQLite runs through SQLAlchemy (Database.run_direct)
     rows = conn.execute(
         select(OUTBOX.c.id, OUTBOX.c.pending_transports).where(
             OUTBOX.c.id.in_(event_ids), OUTBOX.c.delivered_at.is_(None)
