@@ -4,9 +4,9 @@ Running a Core statement that SQLAlchemy has already compiled and cached still c
 much CPU again as psycopg's own `execute`: the execution context, the parameters' processing
 and the result's set-up, at every execution (`bench/hot_path.py` shows it in the store's CPU
 per job; docs/performance.md has the figures). A job sends four statements
-(`statements.insert_job`, `start_attempt`, `finish` and `mark_sent`), so on PostgreSQL these are compiled here once for psycopg and sent on the
-pool's connection (psycopg prepares them after a few executions, as it does SQLAlchemy's).
-Everything else goes through SQLAlchemy.
+(`statements.insert_job`, `start_attempt`, `finish` and `mark_sent`), so on PostgreSQL these
+are compiled here once for psycopg and sent on the pool's connection (psycopg prepares them
+after a few executions, as it does SQLAlchemy's). Everything else goes through SQLAlchemy.
 
 What is supported is what those statements need, and the rest is refused when a statement is
 compiled, not guessed at: named parameters, one row or none back, no expanding `IN`. The
