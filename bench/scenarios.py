@@ -233,7 +233,8 @@ class Bench:
         with self.engine.connect() as conn:
             row = conn.execute(sa.text(
                 "SELECT xact_commit, xact_rollback, tup_returned, tup_fetched, tup_inserted, "
-                "tup_updated, tup_deleted FROM pg_stat_database "
+                # sessions: connections opened (PostgreSQL 14+), so pool churn shows per job.
+                "tup_updated, tup_deleted, sessions FROM pg_stat_database "
                 "WHERE datname = current_database()")).one()
         pg = dict(row._mapping)
         return {"pg": pg}
