@@ -17,12 +17,13 @@ as SQLAlchemy would (tests/integration/test_direct_sql.py compares the two, row 
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from psycopg import Connection as PsycopgConnection
-from psycopg.rows import namedtuple_row
+from psycopg.rows import tuple_row
 from sqlalchemy import Dialect, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
@@ -53,6 +54,9 @@ class DirectStatement:
     sql: str
     constants: Mapping[str, Any]
     processors: tuple[tuple[str, Callable[[Any], Any]], ...]
+    # The named tuple of the row it returns (None: no rows), made once: psycopg's own
+    # `namedtuple_row` reads the column names from every result.
+    row: Callable[[Sequence[Any]], Any] | None
 
     @classmethod
     def compile(cls, statement: Executable, dialect: Dialect) -> DirectStatement:
@@ -74,7 +78,11 @@ class DirectStatement:
                 constants[name] = process(value) if process is not None else value
             elif process is not None:
                 processors[name] = process
-        return cls(str(compiled), constants, tuple(processors.items()))
+        columns = [column.name for column in getattr(statement, "exported_columns", ())]
+        row: Callable[[Sequence[Any]], Any] | None = None
+        if columns:
+            row = namedtuple("Row", columns)._make  # type: ignore[attr-defined]
+        return cls(str(compiled), constants, tuple(processors.items()), row)
 
     def parameters(self, given: Mapping[str, Any]) -> dict[str, Any]:
         params = {**self.constants, **given}
@@ -120,7 +128,9 @@ class DirectConnection:
             direct = self._compiled.setdefault(
                 statement, DirectStatement.compile(statement, self._dialect)
             )
-        with self._driver.cursor(row_factory=namedtuple_row) as cursor:
+        with self._driver.cursor(row_factory=tuple_row) as cursor:
             cursor.execute(direct.sql, direct.parameters(parameters))
-            row = cursor.fetchone() if cursor.description is not None else None
-        return DirectResult(row)
+            if direct.row is None:
+                return DirectResult(None)
+            values = cursor.fetchone()
+        return DirectResult(None if values is None else direct.row(values))
