@@ -98,7 +98,9 @@ def reply_to_message(
     checkpoint: Callable[[], None] = lambda: None,
 ) -> FeatureResult:
     """Store the user's message once, stream the reply to the room, store the reply once."""
-    existing = chats.reply_for(job.id)
+    # Only a later attempt can find a reply stored: each attempt is counted on the row before
+    # it runs, and the reply is written inside one, so the first has nothing to read.
+    existing = chats.reply_for(job.id) if job.attempts > 1 else None
     if existing is None:
         user = context.get_context(request.user_id)
         asked = chats.add_user_message(
