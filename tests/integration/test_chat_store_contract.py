@@ -415,3 +415,57 @@ def test_a_turn_whose_holder_died_is_free_once_its_lease_runs_out(stores: Stores
     time.sleep(0.3)
 
     assert stores.chats.claim_turn(conversation, ADA, next_one.id, ttl_s=60)
+
+
+def claim_after_earlier(stores: Stores, conversation: str, job: JobRecord) -> bool:
+    """The turn claim of `chatbot.reply`: also held back while an earlier turn is open."""
+    return stores.chats.claim_turn(
+        conversation, job.user_id, job.id, ttl_s=60, created_at=job.created_at
+    )
+
+
+def test_a_later_turn_is_not_claimed_while_an_earlier_one_is_open(
+    stores: Stores, conversation: str
+) -> None:
+    first, second = stores.job(conversation, "one"), stores.job(conversation, "two")
+
+    # No conversation yet: the later turn must not create it held by itself.
+    assert not claim_after_earlier(stores, conversation, second)
+    assert claim_after_earlier(stores, conversation, first)
+    stores.chats.release_turn(conversation, first.id)
+    # The conversation is free, but the first turn has not ended.
+    assert not claim_after_earlier(stores, conversation, second)
+    stores.jobs.start_attempt(first.id)
+    assert not claim_after_earlier(stores, conversation, second)
+
+    stores.jobs.succeed(first.id, {"reply": "1", "messageId": "m1"}, Spend(), [])
+
+    assert claim_after_earlier(stores, conversation, second)
+
+
+def test_a_turn_that_stopped_waiting_for_a_stuck_earlier_one_claims_the_free_conversation(
+    stores: Stores, conversation: str
+) -> None:
+    stores.job(conversation, "one")  # never ends
+    second = stores.job(conversation, "two")
+
+    assert not claim_after_earlier(stores, conversation, second)
+    assert stores.chats.claim_turn(conversation, ADA, second.id, ttl_s=60)
+
+
+def test_a_turn_into_another_users_conversation_is_let_through_to_fail_and_holds_nothing(
+    stores: Stores, conversation: str
+) -> None:
+    ada = stores.job(conversation, "mine")
+    assert claim_after_earlier(stores, conversation, ada)
+    bruno = stores.job(conversation, "yours?", user=BRUNO)
+    stores.chats.release_turn(conversation, ada.id)
+
+    # Not held back: the use case fails it as an invalid job.
+    assert claim_after_earlier(stores, conversation, bruno)
+
+    later = stores.job(conversation, "mine again")
+    assert not claim_after_earlier(stores, conversation, later)  # ada's first turn is open
+    stores.jobs.start_attempt(ada.id)
+    stores.jobs.succeed(ada.id, {"reply": "1", "messageId": "m1"}, Spend(), [])
+    assert claim_after_earlier(stores, conversation, later)  # bruno took nothing over

@@ -14,7 +14,7 @@ runs the same two steps in `Database.run`'s transaction, under its single writer
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal, cast
 
@@ -60,21 +60,31 @@ def _msg(name: str, column: str) -> Any:
 
 # A constant in the SQL rather than an expanding IN parameter (see statements._OPEN).
 _JOB_OPEN = text("ai_jobs.status IN (" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")")
-EARLIER_OPEN = (
-    select(JOBS.c.id)
-    .where(
-        JOBS.c.feature == "chatbot",
-        JOBS.c.user_id == bindparam("user_id", type_=JOBS.c.user_id.type),
-        _JOB_OPEN,
-        JOBS.c.request["conversationId"].as_string() == bindparam("conversation_id"),
-        tuple_(JOBS.c.created_at, JOBS.c.id)
-        < tuple_(
-            bindparam("created_at", type_=JOBS.c.created_at.type),
-            bindparam("job_id", type_=JOBS.c.id.type),
-        ),
+
+
+def _earlier_open(user: str, created_at: str) -> Any:
+    """A job of this user in this conversation, created before this one, that has not ended.
+
+    `user` and `created_at` name its parameters: in the turn claim they must not be named like
+    a column of the conversation, or Core would add them to the statement's SET or VALUES."""
+    return (
+        select(JOBS.c.id)
+        .where(
+            JOBS.c.feature == "chatbot",
+            JOBS.c.user_id == bindparam(user, type_=JOBS.c.user_id.type),
+            _JOB_OPEN,
+            JOBS.c.request["conversationId"].as_string() == bindparam("conversation_id"),
+            tuple_(JOBS.c.created_at, JOBS.c.id)
+            < tuple_(
+                bindparam(created_at, type_=JOBS.c.created_at.type),
+                bindparam("job_id", type_=JOBS.c.id.type),
+            ),
+        )
+        .limit(1)
     )
-    .limit(1)
-)
+
+
+EARLIER_OPEN = _earlier_open("user_id", "created_at")
 MESSAGE_OF_JOB = select(*(MESSAGES.c[c] for c in _MESSAGE_COLUMNS)).where(
     MESSAGES.c.job_id == _msg("job_id", "job_id"), MESSAGES.c.role == _msg("role", "role")
 )
@@ -99,19 +109,29 @@ def _insert(dialect: str) -> Any:
 
 
 @cache
-def _claim_turn(dialect: str) -> Any:
+def _claim_turn(dialect: str, after_earlier: bool) -> Any:
     """Create the conversation held by this job, or take it over when it is free, its holder is
-    this job, or the holder's lease ran out; a row comes back only if the job holds it now."""
-    stmt = _insert(dialect)(CONVERSATIONS).values(
-        id=_conv("conversation_id", "id"),
-        user_id=_conv("owner", "user_id"),
-        last_seq=literal_column("0"),
-        busy_job_id=_conv("job_id", "busy_job_id"),
-        busy_until=_conv("until", "busy_until"),
-        created_at=_conv("now", "created_at"),
-        updated_at=_conv("now", "updated_at"),
-    )
+    this job, or the holder's lease ran out; a row comes back only if the job holds it now.
+
+    With `after_earlier`, neither happens while an earlier turn of the conversation is open
+    (`_earlier_open`): the check and the claim are one statement."""
     c = CONVERSATIONS.c
+    values = {
+        "id": _conv("conversation_id", "id"),
+        "user_id": _conv("owner", "user_id"),
+        "last_seq": literal_column("0"),
+        "busy_job_id": _conv("job_id", "busy_job_id"),
+        "busy_until": _conv("until", "busy_until"),
+        "created_at": _conv("now", "created_at"),
+        "updated_at": _conv("now", "updated_at"),
+    }
+    if after_earlier:
+        # No row to insert, so no conflict to update either, while an earlier turn is open.
+        # (A WHERE also keeps SQLite from reading ON CONFLICT as a join's ON.)
+        row = select(*values.values()).where(~_earlier_open("e_user", "e_created_at").exists())
+        stmt = _insert(dialect)(CONVERSATIONS).from_select(list(values), row)
+    else:
+        stmt = _insert(dialect)(CONVERSATIONS).values(values)
     free = or_(
         c.busy_job_id.is_(None),
         c.busy_job_id == stmt.excluded.busy_job_id,
@@ -123,6 +143,15 @@ def _claim_turn(dialect: str) -> Any:
         set_={"busy_job_id": stmt.excluded.busy_job_id, "busy_until": stmt.excluded.busy_until},
         where=and_(c.user_id == stmt.excluded.user_id, free),
     ).returning(c.busy_job_id)
+
+
+@cache
+def _claim_turn_pg(after_earlier: bool) -> Executable:
+    """PostgreSQL: the claim, and the conversation's owner as it was before it, in one
+    statement (the owner tells a conversation of another user from a busy one)."""
+    claimed = _claim_turn("postgresql", after_earlier).cte("claimed")
+    held = select(claimed.c.busy_job_id).scalar_subquery().label("held")
+    return select(held, OWNER.scalar_subquery().label("owner")).add_cte(claimed)
 
 
 def _no_message_yet() -> ColumnElement[bool]:
@@ -284,9 +313,16 @@ class SqlAlchemyChatStore:
         raise AssertionError("unreachable")
 
     def claim_turn(
-        self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
+        self,
+        conversation_id: str,
+        user_id: str,
+        job_id: uuid.UUID,
+        ttl_s: float,
+        *,
+        created_at: datetime | None = None,
     ) -> bool:
-        """Take the conversation for this job's reply, unless another job holds it."""
+        """Take the conversation for this job's reply, unless another job holds it or, with
+        `created_at` (the job's), an earlier turn of it is open."""
         now = utcnow()
         params = {
             "conversation_id": conversation_id,
@@ -294,15 +330,20 @@ class SqlAlchemyChatStore:
             "job_id": job_id,
             "until": now + timedelta(seconds=ttl_s),
             "now": now,
+            "e_user": user_id,
+            "e_created_at": created_at,
         }
+        after_earlier = created_at is not None
 
         def claim(conn: Connection) -> bool:
-            if conn.execute(_claim_turn(conn.dialect.name), params).first() is not None:
-                return True
-            # Not taken: held by another live job, or not this user's conversation, which the
-            # use case fails as an invalid job (nothing to hold for it).
-            owner = conn.execute(OWNER, {"conversation_id": conversation_id}).scalar()
-            return owner is not None and owner != user_id
+            if conn.dialect.name == "postgresql":
+                held, owner = conn.execute(_claim_turn_pg(after_earlier), params).one()
+            else:
+                held = conn.execute(_claim_turn(conn.dialect.name, after_earlier), params).first()
+                owner = None if held else conn.execute(OWNER, params).scalar()
+            # Not taken: an earlier turn is open, another live job holds it, or it is not this
+            # user's conversation, which the use case fails as an invalid job (nothing to hold).
+            return held is not None or (owner is not None and owner != user_id)
 
         return self._db.run(claim)
 
