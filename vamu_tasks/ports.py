@@ -190,6 +190,13 @@ class ChatStore(Protocol):
         """Store the job's user message (once); `InvalidJob` if the conversation is not theirs."""
         ...
 
+    def add_user_message_and_history(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
+        """`add_user_message`, and the last `limit` messages before it, oldest first (as
+        `history` gives them)."""
+        ...
+
     def add_reply(
         self,
         job_id: uuid.UUID,

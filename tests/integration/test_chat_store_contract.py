@@ -286,6 +286,53 @@ def test_history_holds_only_its_own_conversation(stores: Stores, conversation: s
     assert mine in stores.everything(conversation)
 
 
+def test_a_message_stored_with_its_history_gets_the_last_messages_before_it_oldest_first(
+    stores: Stores, conversation: str
+) -> None:
+    first = stores.job(conversation, "U1")
+    asked, earlier = stores.chats.add_user_message_and_history(
+        first.id, conversation, ADA, "U1", limit=3
+    )
+    assert (asked.seq, earlier) == (1, [])
+    a1 = stores.chats.add_reply(first.id, conversation, "A1")
+    u2, a2 = stores.turn(conversation, "U2", "A2")
+    stores.turn(f"{conversation}-other", "elsewhere", "elsewhere too")
+    third = stores.job(conversation, "U3")
+
+    asked, earlier = stores.chats.add_user_message_and_history(
+        third.id, conversation, ADA, "U3", limit=3
+    )
+
+    assert earlier == [a1, u2, a2]
+    assert asked.seq == a2.seq + 1
+    assert stores.everything(conversation)[-1] == asked
+
+
+def test_a_message_stored_again_with_its_history_returns_the_first_message_and_its_history(
+    stores: Stores, conversation: str
+) -> None:
+    u1, a1 = stores.turn(conversation, "U1", "A1")
+    job = stores.job(conversation, "U2")
+    first = stores.chats.add_user_message_and_history(job.id, conversation, ADA, "U2", limit=50)
+
+    again = stores.chats.add_user_message_and_history(job.id, conversation, ADA, "U2", limit=50)
+
+    assert again == first == (again[0], [u1, a1])
+    assert len(stores.everything(conversation)) == 3
+
+
+def test_a_message_with_its_history_into_another_users_conversation_is_an_invalid_job(
+    stores: Stores, conversation: str
+) -> None:
+    stores.turn(conversation, "mine", "ok")
+    job = stores.job(conversation, "yours?", user=BRUNO)
+
+    with pytest.raises(InvalidJob):
+        stores.chats.add_user_message_and_history(job.id, conversation, BRUNO, "yours?", limit=50)
+
+    assert texts(stores.everything(conversation)) == [("user", "mine"), ("assistant", "ok")]
+
+
 def test_replies_to_different_conversations_do_not_share_a_sequence(
     stores: Stores, conversation: str
 ) -> None:

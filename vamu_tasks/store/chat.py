@@ -30,6 +30,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -189,9 +190,14 @@ def _next_seq(dialect: str, create: bool) -> Any:
 
 
 @cache
-def _add_message_pg(create: bool) -> Executable:
+def _add_message_pg(create: bool, history: int = 0) -> Executable:
     """PostgreSQL: the seq and the message in one statement; the message is inserted only if
-    the conversation step returned its seq."""
+    the conversation step returned its seq.
+
+    With `history`, the statement also returns that many messages before the new one (as
+    `_history` would), one row each beside the new seq, or one row of NULLs if there are none.
+    They are read as of the statement's start: the turn claim holds the conversation, so no
+    other message of it is being written meanwhile."""
     seq = _next_seq("postgresql", create).cte("seq")
     values = [
         seq.c.last_seq if column == "seq" else _msg(f"m_{column}", column)
@@ -203,7 +209,27 @@ def _add_message_pg(create: bool) -> Executable:
         .returning(MESSAGES.c.seq)
         .cte("written")
     )
-    return select(written.c.seq).add_cte(seq)
+    if not history:
+        return select(written.c.seq).add_cte(seq)
+    earlier = (
+        select(*(MESSAGES.c[c] for c in _MESSAGE_COLUMNS))
+        .where(
+            MESSAGES.c.conversation_id == _msg("conversation_id", "conversation_id"),
+            MESSAGES.c.seq < written.c.seq,
+        )
+        .order_by(MESSAGES.c.seq.desc())
+        .limit(literal_column(str(int(history))))  # inline, as _ONE is
+        .lateral("earlier")
+    )
+    return (
+        select(written.c.seq.label("written_seq"), earlier)
+        .select_from(written.outerjoin(earlier, true()))
+        .add_cte(seq)
+    )
+
+
+def _seq(record: ChatMessageRecord) -> int:
+    return record.seq
 
 
 def _record(row: Row[Any]) -> ChatMessageRecord:
@@ -230,6 +256,37 @@ def _history(limit: int) -> Executable:
     )
 
 
+# A message's seq and, when asked for, the history before it.
+Written = tuple[int, list[ChatMessageRecord]]
+
+
+def _write_pg(
+    conn: Connection, values: dict[str, Any], step: dict[str, Any], create: bool, history: int
+) -> Written | None:
+    message = {f"m_{column}": value for column, value in values.items()}
+    if not history:
+        seq = conn.execute(_add_message_pg(create), message | step).scalar()
+        return None if seq is None else (seq, [])
+    rows = conn.execute(_add_message_pg(create, history), message | step).all()
+    if not rows:
+        return None
+    return rows[0].written_seq, sorted((_record(r) for r in rows if r.id is not None), key=_seq)
+
+
+def _write_sqlite(
+    conn: Connection, values: dict[str, Any], step: dict[str, Any], create: bool, history: int
+) -> Written | None:
+    """The same steps in `Database.run`'s transaction, under SQLite's single writer lock."""
+    seq = conn.execute(_next_seq(conn.dialect.name, create), step).scalar()
+    if seq is None:
+        return None
+    conn.execute(MESSAGES.insert(), {**values, "seq": seq})
+    if not history:
+        return seq, []
+    params = {"conversation_id": values["conversation_id"], "before_seq": seq}
+    return seq, [_record(row) for row in reversed(conn.execute(_history(history), params).all())]
+
+
 class SqlAlchemyChatStore:
     """Shares the job store's `Database`, so both use one connection pool."""
 
@@ -248,7 +305,18 @@ class SqlAlchemyChatStore:
     def add_user_message(
         self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
     ) -> ChatMessageRecord:
-        return self._add(job_id, conversation_id, "user", content, owner=user_id)
+        return self._add(job_id, conversation_id, "user", content, owner=user_id)[0]
+
+    def add_user_message_and_history(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
+        """`add_user_message`, and the `history` before it, in one statement on PostgreSQL."""
+        asked, earlier = self._add(
+            job_id, conversation_id, "user", content, owner=user_id, history=limit
+        )
+        if earlier is None:  # stored before: its history is read apart
+            earlier = self.history(conversation_id, before_seq=asked.seq, limit=limit)
+        return asked, earlier
 
     def add_reply(
         self,
@@ -257,7 +325,7 @@ class SqlAlchemyChatStore:
         content: str,
         finish_reason: FinishReason = "stop",
     ) -> ChatMessageRecord:
-        return self._add(job_id, conversation_id, "assistant", content, None, finish_reason)
+        return self._add(job_id, conversation_id, "assistant", content, None, finish_reason)[0]
 
     def _add(
         self,
@@ -267,7 +335,10 @@ class SqlAlchemyChatStore:
         content: str,
         owner: str | None,
         finish_reason: FinishReason | None = None,
-    ) -> ChatMessageRecord:
+        history: int = 0,
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord] | None]:
+        """The message, and with `history`, that many messages before it if this call wrote
+        it (None if it was stored before)."""
         values: dict[str, Any] = {
             "id": uuid.uuid4(),
             "conversation_id": conversation_id,
@@ -282,31 +353,28 @@ class SqlAlchemyChatStore:
         step = {"conversation_id": conversation_id, "job_id": job_id, "role": role}
         step |= {"now": values["created_at"], "owner": owner}
 
-        def write(conn: Connection) -> int | None:
-            create = owner is not None
+        def write(conn: Connection) -> Written | None:
             if conn.dialect.name == "postgresql":
-                message = {f"m_{column}": value for column, value in values.items()}
-                return conn.execute(_add_message_pg(create), message | step).scalar()
-            seq = conn.execute(_next_seq(conn.dialect.name, create), step).scalar()
-            if seq is not None:
-                conn.execute(MESSAGES.insert(), {**values, "seq": seq})
-            return seq
+                return _write_pg(conn, values, step, owner is not None, history)
+            return _write_sqlite(conn, values, step, owner is not None, history)
 
         # Two attempts: a concurrent delivery of the same job may insert its message under us
         # (the unique (job_id, role)); the second attempt then finds that message.
         for attempt in (1, 2):
             try:
-                seq = self._db.run(write)
+                written = self._db.run(write)
             except IntegrityError:
                 if attempt == 2:
                     raise
                 continue
-            if seq is not None:
-                return ChatMessageRecord(values["id"], job_id, role, content, seq, finish_reason)
+            if written is not None:
+                seq, earlier = written
+                record = ChatMessageRecord(values["id"], job_id, role, content, seq, finish_reason)
+                return record, earlier
             # Nothing written: the job's message exists, or the conversation is not this one's.
             existing = self._message(job_id, role)
             if existing is not None:
-                return existing
+                return existing, None
             if owner is None:
                 raise LookupError(f"No conversation {conversation_id!r}")
             raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")

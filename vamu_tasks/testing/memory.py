@@ -494,6 +494,12 @@ class InMemoryChatStore:
                 raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
             return self._add(job_id, conversation_id, "user", content)
 
+    def add_user_message_and_history(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
+        asked = self.add_user_message(job_id, conversation_id, user_id, content)
+        return asked, self.history(conversation_id, before_seq=asked.seq, limit=limit)
+
     def add_reply(
         self,
         job_id: uuid.UUID,
