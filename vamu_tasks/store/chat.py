@@ -7,8 +7,10 @@ statements are built once, with bound parameters, and kept.
 
 Storing a message is one statement on PostgreSQL: a data-modifying CTE takes the next `seq`
 from the conversation row (creating it for a first user message) and inserts the message with
-it, both only if the job has no message of that role yet. SQLite has no data-modifying CTE: it
-runs the same two steps in `Database.run`'s transaction, under its single writer lock.
+it, both only if the job has no message of that role yet; a user message can bring the history
+before it in the same statement. SQLite has no data-modifying CTE: it runs the same steps in
+`Database.run`'s transaction, under its single writer lock. The turn claim is one statement
+too, with the check for an earlier open turn inside it.
 """
 
 from __future__ import annotations
