@@ -410,7 +410,7 @@ class SqlAlchemyChatStore:
                 held, owner = conn.execute(_claim_turn_pg(after_earlier), params).one()
             else:
                 held = conn.execute(_claim_turn(conn.dialect.name, after_earlier), params).first()
-                owner = None if held else conn.execute(OWNER, params).scalar()
+                owner = None if held is not None else conn.execute(OWNER, params).scalar()
             # Not taken: an earlier turn is open, another live job holds it, or it is not this
             # user's conversation, which the use case fails as an invalid job (nothing to hold).
             return held is not None or (owner is not None and owner != user_id)
