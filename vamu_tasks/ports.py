@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from vamu_tasks.domain import (
@@ -189,6 +190,13 @@ class ChatStore(Protocol):
         """Store the job's user message (once); `InvalidJob` if the conversation is not theirs."""
         ...
 
+    def add_user_message_and_history(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
+        """`add_user_message`, and the last `limit` messages before it, oldest first (as
+        `history` gives them)."""
+        ...
+
     def add_reply(
         self,
         job_id: uuid.UUID,
@@ -203,9 +211,16 @@ class ChatStore(Protocol):
     def reply_for(self, job_id: uuid.UUID) -> ChatMessageRecord | None: ...
 
     def claim_turn(
-        self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
+        self,
+        conversation_id: str,
+        user_id: str,
+        job_id: uuid.UUID,
+        ttl_s: float,
+        *,
+        created_at: datetime | None = None,
     ) -> bool:
-        """Hold the conversation while this job writes its reply; False if another job does."""
+        """Hold the conversation while this job writes its reply; False if another job does,
+        or, with `created_at` (the job's), while an earlier turn is open (`earlier_turn_open`)."""
         ...
 
     def release_turn(self, conversation_id: str, job_id: uuid.UUID) -> None:

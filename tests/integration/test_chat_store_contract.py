@@ -286,6 +286,53 @@ def test_history_holds_only_its_own_conversation(stores: Stores, conversation: s
     assert mine in stores.everything(conversation)
 
 
+def test_a_message_stored_with_its_history_gets_the_last_messages_before_it_oldest_first(
+    stores: Stores, conversation: str
+) -> None:
+    first = stores.job(conversation, "U1")
+    asked, earlier = stores.chats.add_user_message_and_history(
+        first.id, conversation, ADA, "U1", limit=3
+    )
+    assert (asked.seq, earlier) == (1, [])
+    a1 = stores.chats.add_reply(first.id, conversation, "A1")
+    u2, a2 = stores.turn(conversation, "U2", "A2")
+    stores.turn(f"{conversation}-other", "elsewhere", "elsewhere too")
+    third = stores.job(conversation, "U3")
+
+    asked, earlier = stores.chats.add_user_message_and_history(
+        third.id, conversation, ADA, "U3", limit=3
+    )
+
+    assert earlier == [a1, u2, a2]
+    assert asked.seq == a2.seq + 1
+    assert stores.everything(conversation)[-1] == asked
+
+
+def test_a_message_stored_again_with_its_history_returns_the_first_message_and_its_history(
+    stores: Stores, conversation: str
+) -> None:
+    u1, a1 = stores.turn(conversation, "U1", "A1")
+    job = stores.job(conversation, "U2")
+    first = stores.chats.add_user_message_and_history(job.id, conversation, ADA, "U2", limit=50)
+
+    again = stores.chats.add_user_message_and_history(job.id, conversation, ADA, "U2", limit=50)
+
+    assert again == first == (again[0], [u1, a1])
+    assert len(stores.everything(conversation)) == 3
+
+
+def test_a_message_with_its_history_into_another_users_conversation_is_an_invalid_job(
+    stores: Stores, conversation: str
+) -> None:
+    stores.turn(conversation, "mine", "ok")
+    job = stores.job(conversation, "yours?", user=BRUNO)
+
+    with pytest.raises(InvalidJob):
+        stores.chats.add_user_message_and_history(job.id, conversation, BRUNO, "yours?", limit=50)
+
+    assert texts(stores.everything(conversation)) == [("user", "mine"), ("assistant", "ok")]
+
+
 def test_replies_to_different_conversations_do_not_share_a_sequence(
     stores: Stores, conversation: str
 ) -> None:
@@ -415,3 +462,57 @@ def test_a_turn_whose_holder_died_is_free_once_its_lease_runs_out(stores: Stores
     time.sleep(0.3)
 
     assert stores.chats.claim_turn(conversation, ADA, next_one.id, ttl_s=60)
+
+
+def claim_after_earlier(stores: Stores, conversation: str, job: JobRecord) -> bool:
+    """The turn claim of `chatbot.reply`: also held back while an earlier turn is open."""
+    return stores.chats.claim_turn(
+        conversation, job.user_id, job.id, ttl_s=60, created_at=job.created_at
+    )
+
+
+def test_a_later_turn_is_not_claimed_while_an_earlier_one_is_open(
+    stores: Stores, conversation: str
+) -> None:
+    first, second = stores.job(conversation, "one"), stores.job(conversation, "two")
+
+    # No conversation yet: the later turn must not create it held by itself.
+    assert not claim_after_earlier(stores, conversation, second)
+    assert claim_after_earlier(stores, conversation, first)
+    stores.chats.release_turn(conversation, first.id)
+    # The conversation is free, but the first turn has not ended.
+    assert not claim_after_earlier(stores, conversation, second)
+    stores.jobs.start_attempt(first.id)
+    assert not claim_after_earlier(stores, conversation, second)
+
+    stores.jobs.succeed(first.id, {"reply": "1", "messageId": "m1"}, Spend(), [])
+
+    assert claim_after_earlier(stores, conversation, second)
+
+
+def test_a_turn_that_stopped_waiting_for_a_stuck_earlier_one_claims_the_free_conversation(
+    stores: Stores, conversation: str
+) -> None:
+    stores.job(conversation, "one")  # never ends
+    second = stores.job(conversation, "two")
+
+    assert not claim_after_earlier(stores, conversation, second)
+    assert stores.chats.claim_turn(conversation, ADA, second.id, ttl_s=60)
+
+
+def test_a_turn_into_another_users_conversation_is_let_through_to_fail_and_holds_nothing(
+    stores: Stores, conversation: str
+) -> None:
+    ada = stores.job(conversation, "mine")
+    assert claim_after_earlier(stores, conversation, ada)
+    bruno = stores.job(conversation, "yours?", user=BRUNO)
+    stores.chats.release_turn(conversation, ada.id)
+
+    # Not held back: the use case fails it as an invalid job.
+    assert claim_after_earlier(stores, conversation, bruno)
+
+    later = stores.job(conversation, "mine again")
+    assert not claim_after_earlier(stores, conversation, later)  # ada's first turn is open
+    stores.jobs.start_attempt(ada.id)
+    stores.jobs.succeed(ada.id, {"reply": "1", "messageId": "m1"}, Spend(), [])
+    assert claim_after_earlier(stores, conversation, later)  # bruno took nothing over

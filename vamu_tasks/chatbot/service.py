@@ -98,14 +98,17 @@ def reply_to_message(
     checkpoint: Callable[[], None] = lambda: None,
 ) -> FeatureResult:
     """Store the user's message once, stream the reply to the room, store the reply once."""
-    existing = chats.reply_for(job.id)
+    # Only a later attempt can find a reply stored: each attempt is counted on the row before
+    # it runs, and the reply is written inside one, so the first has nothing to read.
+    existing = chats.reply_for(job.id) if job.attempts > 1 else None
     if existing is None:
         user = context.get_context(request.user_id)
-        asked = chats.add_user_message(
-            job.id, request.conversation_id, request.user_id, request.message
-        )
-        history = chats.history(
-            request.conversation_id, before_seq=asked.seq, limit=HISTORY_LIMIT + TRIM_STEP
+        _, history = chats.add_user_message_and_history(
+            job.id,
+            request.conversation_id,
+            request.user_id,
+            request.message,
+            limit=HISTORY_LIMIT + TRIM_STEP,
         )
         messages = fit_history(history, history_budget_tokens)
         if messages and messages[-1].role == "user":

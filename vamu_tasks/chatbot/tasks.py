@@ -67,9 +67,10 @@ def _turn(container: Container, ref: JobRef) -> Turn:
     waited_s = (datetime.now(UTC) - job.created_at).total_seconds()
     # An earlier turn that has not ended after a full lease is stuck (lost, or never sent):
     # stop waiting for it, or the whole conversation would stall behind it.
-    if waited_s < _lease_s(container) and chats.earlier_turn_open(job, conversation):
-        return Turn(conversation, blocked=True)
-    if not chats.claim_turn(conversation, job.user_id, job.id, _lease_s(container)):
+    after = job.created_at if waited_s < _lease_s(container) else None
+    if not chats.claim_turn(
+        conversation, job.user_id, job.id, _lease_s(container), created_at=after
+    ):
         return Turn(conversation, blocked=True)
     return Turn(conversation)
 

@@ -7,14 +7,16 @@ statements are built once, with bound parameters, and kept.
 
 Storing a message is one statement on PostgreSQL: a data-modifying CTE takes the next `seq`
 from the conversation row (creating it for a first user message) and inserts the message with
-it, both only if the job has no message of that role yet. SQLite has no data-modifying CTE: it
-runs the same two steps in `Database.run`'s transaction, under its single writer lock.
+it, both only if the job has no message of that role yet; a user message can bring the history
+before it in the same statement. SQLite has no data-modifying CTE: it runs the same steps in
+`Database.run`'s transaction, under its single writer lock. The turn claim is one statement
+too, with the check for an earlier open turn inside it.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, Literal, cast
 
@@ -30,6 +32,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
@@ -60,21 +63,31 @@ def _msg(name: str, column: str) -> Any:
 
 # A constant in the SQL rather than an expanding IN parameter (see statements._OPEN).
 _JOB_OPEN = text("ai_jobs.status IN (" + ", ".join(f"'{s}'" for s in OPEN_STATUSES) + ")")
-EARLIER_OPEN = (
-    select(JOBS.c.id)
-    .where(
-        JOBS.c.feature == "chatbot",
-        JOBS.c.user_id == bindparam("user_id", type_=JOBS.c.user_id.type),
-        _JOB_OPEN,
-        JOBS.c.request["conversationId"].as_string() == bindparam("conversation_id"),
-        tuple_(JOBS.c.created_at, JOBS.c.id)
-        < tuple_(
-            bindparam("created_at", type_=JOBS.c.created_at.type),
-            bindparam("job_id", type_=JOBS.c.id.type),
-        ),
+
+
+def _earlier_open(user: str, created_at: str) -> Any:
+    """A job of this user in this conversation, created before this one, that has not ended.
+
+    `user` and `created_at` name its parameters: in the turn claim they must not be named like
+    a column of the conversation, or Core would add them to the statement's SET or VALUES."""
+    return (
+        select(JOBS.c.id)
+        .where(
+            JOBS.c.feature == "chatbot",
+            JOBS.c.user_id == bindparam(user, type_=JOBS.c.user_id.type),
+            _JOB_OPEN,
+            JOBS.c.request["conversationId"].as_string() == bindparam("conversation_id"),
+            tuple_(JOBS.c.created_at, JOBS.c.id)
+            < tuple_(
+                bindparam(created_at, type_=JOBS.c.created_at.type),
+                bindparam("job_id", type_=JOBS.c.id.type),
+            ),
+        )
+        .limit(1)
     )
-    .limit(1)
-)
+
+
+EARLIER_OPEN = _earlier_open("user_id", "created_at")
 MESSAGE_OF_JOB = select(*(MESSAGES.c[c] for c in _MESSAGE_COLUMNS)).where(
     MESSAGES.c.job_id == _msg("job_id", "job_id"), MESSAGES.c.role == _msg("role", "role")
 )
@@ -99,19 +112,29 @@ def _insert(dialect: str) -> Any:
 
 
 @cache
-def _claim_turn(dialect: str) -> Any:
+def _claim_turn(dialect: str, after_earlier: bool) -> Any:
     """Create the conversation held by this job, or take it over when it is free, its holder is
-    this job, or the holder's lease ran out; a row comes back only if the job holds it now."""
-    stmt = _insert(dialect)(CONVERSATIONS).values(
-        id=_conv("conversation_id", "id"),
-        user_id=_conv("owner", "user_id"),
-        last_seq=literal_column("0"),
-        busy_job_id=_conv("job_id", "busy_job_id"),
-        busy_until=_conv("until", "busy_until"),
-        created_at=_conv("now", "created_at"),
-        updated_at=_conv("now", "updated_at"),
-    )
+    this job, or the holder's lease ran out; a row comes back only if the job holds it now.
+
+    With `after_earlier`, neither happens while an earlier turn of the conversation is open
+    (`_earlier_open`): the check and the claim are one statement."""
     c = CONVERSATIONS.c
+    values = {
+        "id": _conv("conversation_id", "id"),
+        "user_id": _conv("owner", "user_id"),
+        "last_seq": literal_column("0"),
+        "busy_job_id": _conv("job_id", "busy_job_id"),
+        "busy_until": _conv("until", "busy_until"),
+        "created_at": _conv("now", "created_at"),
+        "updated_at": _conv("now", "updated_at"),
+    }
+    if after_earlier:
+        # No row to insert, so no conflict to update either, while an earlier turn is open.
+        # (A WHERE also keeps SQLite from reading ON CONFLICT as a join's ON.)
+        row = select(*values.values()).where(~_earlier_open("e_user", "e_created_at").exists())
+        stmt = _insert(dialect)(CONVERSATIONS).from_select(list(values), row)
+    else:
+        stmt = _insert(dialect)(CONVERSATIONS).values(values)
     free = or_(
         c.busy_job_id.is_(None),
         c.busy_job_id == stmt.excluded.busy_job_id,
@@ -123,6 +146,15 @@ def _claim_turn(dialect: str) -> Any:
         set_={"busy_job_id": stmt.excluded.busy_job_id, "busy_until": stmt.excluded.busy_until},
         where=and_(c.user_id == stmt.excluded.user_id, free),
     ).returning(c.busy_job_id)
+
+
+@cache
+def _claim_turn_pg(after_earlier: bool) -> Executable:
+    """PostgreSQL: the claim, and the conversation's owner as it was before it, in one
+    statement (the owner tells a conversation of another user from a busy one)."""
+    claimed = _claim_turn("postgresql", after_earlier).cte("claimed")
+    held = select(claimed.c.busy_job_id).scalar_subquery().label("held")
+    return select(held, OWNER.scalar_subquery().label("owner")).add_cte(claimed)
 
 
 def _no_message_yet() -> ColumnElement[bool]:
@@ -160,9 +192,14 @@ def _next_seq(dialect: str, create: bool) -> Any:
 
 
 @cache
-def _add_message_pg(create: bool) -> Executable:
+def _add_message_pg(create: bool, history: int = 0) -> Executable:
     """PostgreSQL: the seq and the message in one statement; the message is inserted only if
-    the conversation step returned its seq."""
+    the conversation step returned its seq.
+
+    With `history`, the statement also returns that many messages before the new one (as
+    `_history` would), one row each beside the new seq, or one row of NULLs if there are none.
+    They are read as of the statement's start: the turn claim holds the conversation, so no
+    other message of it is being written meanwhile."""
     seq = _next_seq("postgresql", create).cte("seq")
     values = [
         seq.c.last_seq if column == "seq" else _msg(f"m_{column}", column)
@@ -174,7 +211,27 @@ def _add_message_pg(create: bool) -> Executable:
         .returning(MESSAGES.c.seq)
         .cte("written")
     )
-    return select(written.c.seq).add_cte(seq)
+    if not history:
+        return select(written.c.seq).add_cte(seq)
+    earlier = (
+        select(*(MESSAGES.c[c] for c in _MESSAGE_COLUMNS))
+        .where(
+            MESSAGES.c.conversation_id == _msg("conversation_id", "conversation_id"),
+            MESSAGES.c.seq < written.c.seq,
+        )
+        .order_by(MESSAGES.c.seq.desc())
+        .limit(literal_column(str(int(history))))  # inline, as _ONE is
+        .lateral("earlier")
+    )
+    return (
+        select(written.c.seq.label("written_seq"), earlier)
+        .select_from(written.outerjoin(earlier, true()))
+        .add_cte(seq)
+    )
+
+
+def _seq(record: ChatMessageRecord) -> int:
+    return record.seq
 
 
 def _record(row: Row[Any]) -> ChatMessageRecord:
@@ -201,6 +258,37 @@ def _history(limit: int) -> Executable:
     )
 
 
+# A message's seq and, when asked for, the history before it.
+Written = tuple[int, list[ChatMessageRecord]]
+
+
+def _write_pg(
+    conn: Connection, values: dict[str, Any], step: dict[str, Any], create: bool, history: int
+) -> Written | None:
+    message = {f"m_{column}": value for column, value in values.items()}
+    if not history:
+        seq = conn.execute(_add_message_pg(create), message | step).scalar()
+        return None if seq is None else (seq, [])
+    rows = conn.execute(_add_message_pg(create, history), message | step).all()
+    if not rows:
+        return None
+    return rows[0].written_seq, sorted((_record(r) for r in rows if r.id is not None), key=_seq)
+
+
+def _write_sqlite(
+    conn: Connection, values: dict[str, Any], step: dict[str, Any], create: bool, history: int
+) -> Written | None:
+    """The same steps in `Database.run`'s transaction, under SQLite's single writer lock."""
+    seq = conn.execute(_next_seq(conn.dialect.name, create), step).scalar()
+    if seq is None:
+        return None
+    conn.execute(MESSAGES.insert(), {**values, "seq": seq})
+    if not history:
+        return seq, []
+    params = {"conversation_id": values["conversation_id"], "before_seq": seq}
+    return seq, [_record(row) for row in reversed(conn.execute(_history(history), params).all())]
+
+
 class SqlAlchemyChatStore:
     """Shares the job store's `Database`, so both use one connection pool."""
 
@@ -219,7 +307,18 @@ class SqlAlchemyChatStore:
     def add_user_message(
         self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
     ) -> ChatMessageRecord:
-        return self._add(job_id, conversation_id, "user", content, owner=user_id)
+        return self._add(job_id, conversation_id, "user", content, owner=user_id)[0]
+
+    def add_user_message_and_history(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
+        """`add_user_message`, and the `history` before it, in one statement on PostgreSQL."""
+        asked, earlier = self._add(
+            job_id, conversation_id, "user", content, owner=user_id, history=limit
+        )
+        if earlier is None:  # stored before: its history is read apart
+            earlier = self.history(conversation_id, before_seq=asked.seq, limit=limit)
+        return asked, earlier
 
     def add_reply(
         self,
@@ -228,7 +327,7 @@ class SqlAlchemyChatStore:
         content: str,
         finish_reason: FinishReason = "stop",
     ) -> ChatMessageRecord:
-        return self._add(job_id, conversation_id, "assistant", content, None, finish_reason)
+        return self._add(job_id, conversation_id, "assistant", content, None, finish_reason)[0]
 
     def _add(
         self,
@@ -238,7 +337,10 @@ class SqlAlchemyChatStore:
         content: str,
         owner: str | None,
         finish_reason: FinishReason | None = None,
-    ) -> ChatMessageRecord:
+        history: int = 0,
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord] | None]:
+        """The message, and with `history`, that many messages before it if this call wrote
+        it (None if it was stored before)."""
         values: dict[str, Any] = {
             "id": uuid.uuid4(),
             "conversation_id": conversation_id,
@@ -253,40 +355,44 @@ class SqlAlchemyChatStore:
         step = {"conversation_id": conversation_id, "job_id": job_id, "role": role}
         step |= {"now": values["created_at"], "owner": owner}
 
-        def write(conn: Connection) -> int | None:
-            create = owner is not None
+        def write(conn: Connection) -> Written | None:
             if conn.dialect.name == "postgresql":
-                message = {f"m_{column}": value for column, value in values.items()}
-                return conn.execute(_add_message_pg(create), message | step).scalar()
-            seq = conn.execute(_next_seq(conn.dialect.name, create), step).scalar()
-            if seq is not None:
-                conn.execute(MESSAGES.insert(), {**values, "seq": seq})
-            return seq
+                return _write_pg(conn, values, step, owner is not None, history)
+            return _write_sqlite(conn, values, step, owner is not None, history)
 
         # Two attempts: a concurrent delivery of the same job may insert its message under us
         # (the unique (job_id, role)); the second attempt then finds that message.
         for attempt in (1, 2):
             try:
-                seq = self._db.run(write)
+                written = self._db.run(write)
             except IntegrityError:
                 if attempt == 2:
                     raise
                 continue
-            if seq is not None:
-                return ChatMessageRecord(values["id"], job_id, role, content, seq, finish_reason)
+            if written is not None:
+                seq, earlier = written
+                record = ChatMessageRecord(values["id"], job_id, role, content, seq, finish_reason)
+                return record, earlier
             # Nothing written: the job's message exists, or the conversation is not this one's.
             existing = self._message(job_id, role)
             if existing is not None:
-                return existing
+                return existing, None
             if owner is None:
                 raise LookupError(f"No conversation {conversation_id!r}")
             raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
         raise AssertionError("unreachable")
 
     def claim_turn(
-        self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
+        self,
+        conversation_id: str,
+        user_id: str,
+        job_id: uuid.UUID,
+        ttl_s: float,
+        *,
+        created_at: datetime | None = None,
     ) -> bool:
-        """Take the conversation for this job's reply, unless another job holds it."""
+        """Take the conversation for this job's reply, unless another job holds it or, with
+        `created_at` (the job's), an earlier turn of it is open."""
         now = utcnow()
         params = {
             "conversation_id": conversation_id,
@@ -294,15 +400,20 @@ class SqlAlchemyChatStore:
             "job_id": job_id,
             "until": now + timedelta(seconds=ttl_s),
             "now": now,
+            "e_user": user_id,
+            "e_created_at": created_at,
         }
+        after_earlier = created_at is not None
 
         def claim(conn: Connection) -> bool:
-            if conn.execute(_claim_turn(conn.dialect.name), params).first() is not None:
-                return True
-            # Not taken: held by another live job, or not this user's conversation, which the
-            # use case fails as an invalid job (nothing to hold for it).
-            owner = conn.execute(OWNER, {"conversation_id": conversation_id}).scalar()
-            return owner is not None and owner != user_id
+            if conn.dialect.name == "postgresql":
+                held, owner = conn.execute(_claim_turn_pg(after_earlier), params).one()
+            else:
+                held = conn.execute(_claim_turn(conn.dialect.name, after_earlier), params).first()
+                owner = None if held is not None else conn.execute(OWNER, params).scalar()
+            # Not taken: an earlier turn is open, another live job holds it, or it is not this
+            # user's conversation, which the use case fails as an invalid job (nothing to hold).
+            return held is not None or (owner is not None and owner != user_id)
 
         return self._db.run(claim)
 

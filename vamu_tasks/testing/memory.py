@@ -471,12 +471,17 @@ class InMemoryChatStore:
         self._busy: dict[str, tuple[uuid.UUID, datetime]] = {}
 
     def earlier_turn_open(self, job: JobRecord, conversation_id: str) -> bool:
+        return self._earlier_open(job.user_id, conversation_id, job.created_at, job.id)
+
+    def _earlier_open(
+        self, user_id: str, conversation_id: str, created_at: datetime, job_id: uuid.UUID
+    ) -> bool:
         return any(
             other.feature == "chatbot"
-            and other.user_id == job.user_id
+            and other.user_id == user_id
             and other.status in ("queued", "running")
             and other.request.get("conversationId") == conversation_id
-            and (other.created_at, str(other.id)) < (job.created_at, str(job.id))
+            and (other.created_at, str(other.id)) < (created_at, str(job_id))
             for other in self._jobs.jobs
         )
 
@@ -488,6 +493,12 @@ class InMemoryChatStore:
             if owner != user_id:
                 raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
             return self._add(job_id, conversation_id, "user", content)
+
+    def add_user_message_and_history(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
+        asked = self.add_user_message(job_id, conversation_id, user_id, content)
+        return asked, self.history(conversation_id, before_seq=asked.seq, limit=limit)
 
     def add_reply(
         self,
@@ -520,8 +531,19 @@ class InMemoryChatStore:
         return record
 
     def claim_turn(
-        self, conversation_id: str, user_id: str, job_id: uuid.UUID, ttl_s: float
+        self,
+        conversation_id: str,
+        user_id: str,
+        job_id: uuid.UUID,
+        ttl_s: float,
+        *,
+        created_at: datetime | None = None,
     ) -> bool:
+        if created_at is not None and self._earlier_open(
+            user_id, conversation_id, created_at, job_id
+        ):
+            owner = self._owners.get(conversation_id)
+            return owner is not None and owner != user_id
         with self._lock:
             if self._owners.setdefault(conversation_id, user_id) != user_id:
                 return True
