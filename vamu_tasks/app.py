@@ -60,13 +60,16 @@ def _leave_trace(**_: Any) -> None:
 @after_setup_logger.connect
 def _one_line_per_task(loglevel: int | str | None = None, **_: Any) -> None:
     """At INFO, a task logs one line, Celery's `Task … succeeded in …s` (or its failure), not
-    also `Task … received`: the row says when it was queued and started, and each line costs the
-    worker CPU per job (docs/performance.md). `--loglevel DEBUG` shows both."""
+    also `Task … received`, nor the HTTP client's `HTTP Request: POST … "HTTP/1.1 200 OK"` for
+    each call to the NestJS API and the LLM: the row says when it was queued and started, a
+    failed call is logged by the error it becomes, and each line costs the worker CPU per job
+    (docs/performance.md). `--loglevel DEBUG` shows them all."""
     import logging
 
     level = logging.getLevelName(loglevel) if isinstance(loglevel, str) else loglevel
     if not isinstance(level, int) or level >= logging.INFO:
-        logging.getLogger("celery.worker.strategy").setLevel(logging.WARNING)
+        for name in ("celery.worker.strategy", "httpx2", "httpx"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 # Where this worker serves /metrics; logged once the worker's logging is set up (worker_init
