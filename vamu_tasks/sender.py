@@ -13,6 +13,7 @@ against `send_task`'s and through a real worker.
 
 from __future__ import annotations
 
+import os
 import threading
 import uuid
 import weakref
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
+from celery.utils.nodenames import anon_nodename
 
 from vamu_tasks.features import FeatureSpec
 
@@ -29,6 +31,10 @@ class _Held:
 
     def __init__(self, producer: Any) -> None:
         self.producer = producer
+        # Both name this process: a forked child (a prefork pool) takes a producer of its own.
+        self.pid = os.getpid()
+        # The message's `origin`, which send_task computes again at every send.
+        self.origin = anon_nodename()
         self.channel: Any = None
         self.queues: dict[str, Any] = {}
         # Back to the pool once: when called, or when this thread ends or its sender is dropped.
@@ -55,6 +61,9 @@ class CelerySender:
 
     def _held(self) -> _Held:
         held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.pid != os.getpid():
+            held.release.detach()  # the parent's, which the parent gives back
+            held = None
         if held is None:
             # From Celery's producer pool (broker_pool_limit), as send_task takes one, but
             # kept: the pool's acquire and release cost a fifth of a send. It goes back to the
@@ -101,6 +110,7 @@ class CelerySender:
             # The feature first: Flower's task list cuts long kwargs off at a fixed width.
             "kwargsrepr": f"{{'feature': '{spec.feature}', 'job_id': '{job_id}'}}",
         }
+        held = self._held()
         message = app.amqp.create_task_message(
             task_id,
             spec.task_name,
@@ -113,9 +123,9 @@ class CelerySender:
             # What send_task sends for a task this process has not imported: the worker's task
             # decides (task_ignore_result).
             ignore_result=None,
+            origin=held.origin,
             **reprs,
         )
-        held = self._held()
         producer = held.producer
         try:
             queue = held.queue(app, spec.queue)
