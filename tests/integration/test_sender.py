@@ -150,5 +150,6 @@ def test_a_real_worker_runs_the_sent_task_with_the_jobs_trace_headers(
     done = wait_for_job(stack.store, job.id)
     assert done.status == "succeeded", done
     # The worker's line for the task carries the requestId it read from the message headers.
-    lines = [line for line in stack.worker.log_text().splitlines() if str(job.id) in line]
+    log = stack.worker.wait_for_log(f"[{job.id}] succeeded")
+    lines = [line for line in log.splitlines() if str(job.id) in line]
     assert any(f"requestId={request_id}" in line and "succeeded" in line for line in lines), lines

@@ -57,6 +57,16 @@ class WorkerProcess:
             time.sleep(0.1)
         raise RuntimeError(f"worker not ready after {timeout}s:\n{self.log_text()[-3000:]}")
 
+    def wait_for_log(self, text: str, timeout: float = 10.0) -> str:
+        """The log once it holds `text`: Celery writes a task's `succeeded` line after the task
+        returns, so after its job row has ended."""
+        deadline = time.monotonic() + timeout
+        while text not in (log := self.log_text()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in the worker log:\n{log[-3000:]}")
+            time.sleep(0.05)
+        return log
+
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
