@@ -16,7 +16,7 @@ Runs, in this process and against a PostgreSQL database of its own (dropped at t
 - release: `release_turn`.
 
 Conversations have `--turns` messages, one after the other, so all but the first turn read a
-history. Reported per reply: statements sent (SQLAlchemy's before_cursor_execute, by step),
+history. Reported per reply: statements sent (SQLAlchemy's before_cursor_execute and the direct ones, by step),
 PostgreSQL transactions (pg_stat_database), this process's CPU, and the CPU of the PostgreSQL
 backends that served it. The job rows are created beforehand, as the bridge would, and not
 counted. No Celery, no Redis, no HTTP: the figures move only when the worker's database work
@@ -111,6 +111,21 @@ def run(url: str, replies: int, turns: int) -> dict[str, Any]:
     @sa.event.listens_for(store.db.engine, "before_cursor_execute")
     def _count(*_: Any) -> None:
         statements[step[0]] += 1
+
+    # The job path's statements (start, commit, mark sent) go straight to psycopg, without
+    # SQLAlchemy's events (store/direct.py): counted here.
+    try:
+        from vamu_tasks.store.direct import DirectConnection
+    except ImportError:  # the code before they did
+        pass
+    else:
+        execute = DirectConnection.execute
+
+        def _direct(self: Any, statement: Any, parameters: Any) -> Any:
+            statements[step[0]] += 1
+            return execute(self, statement, parameters)
+
+        DirectConnection.execute = _direct  # type: ignore[method-assign]
 
     def job_ids(count: int) -> list[uuid.UUID]:
         step[0] = "setup"
