@@ -17,10 +17,11 @@ Runs, in this process and against a PostgreSQL database of its own (dropped at t
 
 Conversations have `--turns` messages, one after the other, so all but the first turn read a
 history. Reported per reply: statements sent (SQLAlchemy's before_cursor_execute, and the
-job path's sent straight to psycopg, by step), PostgreSQL transactions (pg_stat_database), this process's CPU, and the CPU of the PostgreSQL
-backends that served it. The job rows are created beforehand, as the bridge would, and not
-counted. No Celery, no Redis, no HTTP: the figures move only when the worker's database work
-does. docs/performance.md gives them before and after each change.
+job path's sent straight to psycopg, by step), PostgreSQL transactions (pg_stat_database),
+this process's CPU, and the CPU of the PostgreSQL backends that served it. The job rows are
+created beforehand, as the bridge would, and not counted. No Celery, no Redis, no HTTP: the
+figures move only when the worker's database work does. docs/performance.md gives them before
+and after each change.
 """
 
 from __future__ import annotations
