@@ -184,17 +184,11 @@ class ChatStore(Protocol):
         """Whether a job created before `job` in this conversation has not ended yet."""
         ...
 
-    def add_user_message(
-        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
-    ) -> ChatMessageRecord:
-        """Store the job's user message (once); `InvalidJob` if the conversation is not theirs."""
-        ...
-
     def add_user_message_and_history(
         self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
     ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
-        """`add_user_message`, and the last `limit` messages before it, oldest first (as
-        `history` gives them)."""
+        """Store the job's user message (once; `InvalidJob` if the conversation is not theirs),
+        with the last `limit` messages before it, oldest first (as `history` gives them)."""
         ...
 
     def add_reply(

@@ -46,7 +46,7 @@ class Stores:
         self, conversation: str, message: str, reply: str, *, user: str = ADA
     ) -> tuple[ChatMessageRecord, ChatMessageRecord]:
         job = self.job(conversation, message, user=user)
-        asked = self.chats.add_user_message(job.id, conversation, user, message)
+        asked = ask(self.chats, job.id, conversation, user, message)
         answered = self.chats.add_reply(job.id, conversation, reply)
         return asked, answered
 
@@ -78,6 +78,17 @@ def conversation() -> str:
     return f"conv-{uuid.uuid4().hex}"
 
 
+def ask(
+    chats: InMemoryChatStore | SqlAlchemyChatStore,
+    job_id: uuid.UUID,
+    conversation: str,
+    user: str,
+    content: str,
+) -> ChatMessageRecord:
+    """The user's message stored as the use case stores it: with the history before it."""
+    return chats.add_user_message_and_history(job_id, conversation, user, content, limit=20)[0]
+
+
 def texts(messages: list[ChatMessageRecord]) -> list[tuple[str, str]]:
     return [(m.role, m.content) for m in messages]
 
@@ -102,8 +113,8 @@ def test_the_users_message_is_stored_once_per_job_however_often_it_is_added(
 ) -> None:
     job = stores.job(conversation, "Any jazz this week?")
 
-    first = stores.chats.add_user_message(job.id, conversation, ADA, "Any jazz this week?")
-    again = stores.chats.add_user_message(job.id, conversation, ADA, "Any jazz this week?")
+    first = ask(stores.chats, job.id, conversation, ADA, "Any jazz this week?")
+    again = ask(stores.chats, job.id, conversation, ADA, "Any jazz this week?")
 
     assert again == first
     assert (first.job_id, first.role, first.content) == (job.id, "user", "Any jazz this week?")
@@ -114,9 +125,9 @@ def test_a_redelivery_with_other_text_keeps_the_first_stored_message(
     stores: Stores, conversation: str
 ) -> None:
     job = stores.job(conversation, "Any jazz this week?")
-    first = stores.chats.add_user_message(job.id, conversation, ADA, "Any jazz this week?")
+    first = ask(stores.chats, job.id, conversation, ADA, "Any jazz this week?")
 
-    again = stores.chats.add_user_message(job.id, conversation, ADA, "edited text")
+    again = ask(stores.chats, job.id, conversation, ADA, "edited text")
 
     assert again == first
     assert texts(stores.everything(conversation)) == [("user", "Any jazz this week?")]
@@ -126,13 +137,13 @@ def test_a_message_added_again_uses_up_no_seq_so_the_turns_stay_gapless(
     stores: Stores, conversation: str
 ) -> None:
     first = stores.job(conversation, "Any jazz this week?")
-    stores.chats.add_user_message(first.id, conversation, ADA, "Any jazz this week?")
-    stores.chats.add_user_message(first.id, conversation, ADA, "Any jazz this week?")
+    ask(stores.chats, first.id, conversation, ADA, "Any jazz this week?")
+    ask(stores.chats, first.id, conversation, ADA, "Any jazz this week?")
     stores.chats.add_reply(first.id, conversation, "Ezra Collective on Friday.")
     stores.chats.add_reply(first.id, conversation, "Ezra Collective on Friday.")
     second = stores.job(conversation, "And on Saturday?")
 
-    asked = stores.chats.add_user_message(second.id, conversation, ADA, "And on Saturday?")
+    asked = ask(stores.chats, second.id, conversation, ADA, "And on Saturday?")
 
     assert [m.seq for m in stores.everything(conversation)] == [1, 2, 3]
     assert asked.seq == 3
@@ -142,7 +153,7 @@ def test_the_reply_is_stored_once_per_job_and_the_first_reply_wins(
     stores: Stores, conversation: str
 ) -> None:
     job = stores.job(conversation, "Any jazz this week?")
-    stores.chats.add_user_message(job.id, conversation, ADA, "Any jazz this week?")
+    ask(stores.chats, job.id, conversation, ADA, "Any jazz this week?")
 
     reply = stores.chats.add_reply(job.id, conversation, "Ezra Collective on Friday.")
     again = stores.chats.add_reply(job.id, conversation, "A second, different answer.")
@@ -159,7 +170,7 @@ def test_reply_for_finds_a_jobs_reply_only_once_it_is_stored(
     stores: Stores, conversation: str
 ) -> None:
     job = stores.job(conversation, "Any jazz this week?")
-    stores.chats.add_user_message(job.id, conversation, ADA, "Any jazz this week?")
+    ask(stores.chats, job.id, conversation, ADA, "Any jazz this week?")
 
     assert stores.chats.reply_for(job.id) is None
 
@@ -177,7 +188,7 @@ def test_racing_deliveries_of_one_job_store_its_message_and_reply_once(
     job = stores.job(conversation, "Any jazz this week?")
 
     asked = at_once(
-        4, lambda _: stores.chats.add_user_message(job.id, conversation, ADA, "Any jazz?")
+        4, lambda _: ask(stores.chats, job.id, conversation, ADA, "Any jazz?")
     )
     answered = at_once(4, lambda n: stores.chats.add_reply(job.id, conversation, f"reply {n}"))
 
@@ -198,7 +209,7 @@ def messages_from_racing_jobs(
 
     def add(n: int) -> ChatMessageRecord | None:
         try:
-            return stores.chats.add_user_message(jobs[n].id, conversation, ADA, f"message {n}")
+            return ask(stores.chats, jobs[n].id, conversation, ADA, f"message {n}")
         except Exception as exc:  # the test reports every failure, whatever its type
             errors.append(exc)
             return None
@@ -252,7 +263,7 @@ def test_a_reply_is_stored_after_everything_already_in_the_conversation(
 ) -> None:
     # A message whose reply failed for good, then the next turn: the new reply comes last.
     lost = stores.job(conversation, "U1")
-    u1 = stores.chats.add_user_message(lost.id, conversation, ADA, "U1")
+    u1 = ask(stores.chats, lost.id, conversation, ADA, "U1")
     u2, a2 = stores.turn(conversation, "U2", "A2")
 
     assert u1.seq < u2.seq < a2.seq
@@ -356,7 +367,7 @@ def test_a_message_into_another_users_conversation_is_an_invalid_job_and_not_sto
     intruder = stores.job(conversation, "What did Ada ask?", user=BRUNO)
 
     with pytest.raises(InvalidJob, match=conversation) as caught:
-        stores.chats.add_user_message(intruder.id, conversation, BRUNO, "What did Ada ask?")
+        ask(stores.chats, intruder.id, conversation, BRUNO, "What did Ada ask?")
 
     assert caught.value.error_kind == "invalid_job"
     assert texts(stores.everything(conversation)) == [

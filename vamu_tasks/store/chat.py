@@ -304,15 +304,10 @@ class SqlAlchemyChatStore:
         }
         return self._db.run(lambda conn: conn.execute(EARLIER_OPEN, params).first()) is not None
 
-    def add_user_message(
-        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
-    ) -> ChatMessageRecord:
-        return self._add(job_id, conversation_id, "user", content, owner=user_id)[0]
-
     def add_user_message_and_history(
         self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
     ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
-        """`add_user_message`, and the `history` before it, in one statement on PostgreSQL."""
+        """The user's message and the `history` before it, in one statement on PostgreSQL."""
         asked, earlier = self._add(
             job_id, conversation_id, "user", content, owner=user_id, history=limit
         )

@@ -485,19 +485,14 @@ class InMemoryChatStore:
             for other in self._jobs.jobs
         )
 
-    def add_user_message(
-        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str
-    ) -> ChatMessageRecord:
+    def add_user_message_and_history(
+        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
+    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
         with self._lock:
             owner = self._owners.setdefault(conversation_id, user_id)
             if owner != user_id:
                 raise InvalidJob(f"conversationId {conversation_id!r} belongs to another user")
-            return self._add(job_id, conversation_id, "user", content)
-
-    def add_user_message_and_history(
-        self, job_id: uuid.UUID, conversation_id: str, user_id: str, content: str, *, limit: int
-    ) -> tuple[ChatMessageRecord, list[ChatMessageRecord]]:
-        asked = self.add_user_message(job_id, conversation_id, user_id, content)
+            asked = self._add(job_id, conversation_id, "user", content)
         return asked, self.history(conversation_id, before_seq=asked.seq, limit=limit)
 
     def add_reply(
