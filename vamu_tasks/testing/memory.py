@@ -534,12 +534,13 @@ class InMemoryChatStore:
         *,
         created_at: datetime | None = None,
     ) -> bool:
-        if created_at is not None and self._earlier_open(
-            user_id, conversation_id, created_at, job_id
-        ):
-            owner = self._owners.get(conversation_id)
-            return owner is not None and owner != user_id
         with self._lock:
+            # One step with the claim, as the SQL store's single statement.
+            if created_at is not None and self._earlier_open(
+                user_id, conversation_id, created_at, job_id
+            ):
+                owner = self._owners.get(conversation_id)
+                return owner is not None and owner != user_id
             if self._owners.setdefault(conversation_id, user_id) != user_id:
                 return True
             holder = self._busy.get(conversation_id)
