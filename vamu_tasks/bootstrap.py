@@ -47,8 +47,11 @@ from vamu_tasks.store.chat import SqlAlchemyChatStore
 from vamu_tasks.store.repository import Database, SqlAlchemyJobStore
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from vamu_tasks.llm.anthropic import AnthropicProvider
     from vamu_tasks.llm.openai import OpenAIProvider
+    from vamu_tasks.sender import CelerySender
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,7 @@ class Container:
     _batch_api: BatchLLM | None = None
     _closers: list[Callable[[], Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sender: CelerySender | None = None
 
     def llm(self, name: str | None = None, model: str | None = None) -> LLMProvider:
         """The provider `name` (default the primary), optionally with another model."""
@@ -122,6 +126,17 @@ class Container:
                 require_key(self.settings, self.primary_provider)
                 self._batch_api = LazyBatchLLM(self.settings, self.primary_provider, self._closers)
             return self._batch_api
+
+    def task_sender(self, app: Celery) -> CelerySender:
+        """This process's sender of Celery tasks for jobs (the reaper's re-sends, the batch
+        tier's): one, holding a producer of Celery's pool per thread that sends, not a new one
+        at every pass."""
+        with self._lock:
+            if self._sender is None:
+                from vamu_tasks.sender import CelerySender
+
+                self._sender = CelerySender(app)
+            return self._sender
 
     def app_redis(self) -> RedisClient:
         """The app Redis (VAMU_REDIS_URL) this process shares: the transports' client, or one

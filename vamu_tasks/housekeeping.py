@@ -52,9 +52,8 @@ def reap_jobs(container: Container) -> int:
     """The reaper (`reaper.py`): re-send orphaned, overdue and lost jobs."""
     from vamu_tasks.app import app
     from vamu_tasks.reaper import resend_orphans
-    from vamu_tasks.sender import CelerySender
 
-    sender = CelerySender(app)
+    sender = container.task_sender(app)
 
     def send(spec: FeatureSpec, job_id: uuid.UUID) -> None:
         sender.send(spec, job_id)

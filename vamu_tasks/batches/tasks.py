@@ -14,7 +14,6 @@ from vamu_tasks.batches.service import BatchConfig, BatchDeps, run_all_now, tick
 from vamu_tasks.bootstrap import Container, get_container
 from vamu_tasks.features import BATCH_TASK
 from vamu_tasks.metrics import BATCH_JOBS, JOBS_FINISHED, record_usage
-from vamu_tasks.sender import CelerySender
 from vamu_tasks.task_runner import notify_after_commit
 
 log = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ def batch_deps(container: Container, app: Celery) -> BatchDeps | None:
         jobs=container.store,
         api=api,
         context=container.context,
-        sender=CelerySender(app),
+        sender=container.task_sender(app),
         notify=notify,
         config=BatchConfig(
             max_jobs=s.batch_max_jobs,
@@ -61,7 +60,7 @@ def batch_pass(container: Container) -> int:
         if container.batches is None:
             return 0
         hold_s = container.settings.stale_queued_s
-        return run_all_now(container.batches, CelerySender(app), hold_s)
+        return run_all_now(container.batches, container.task_sender(app), hold_s)
     report = tick(deps)
     provider = deps.api.name
     for outcome, count in [
