@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -43,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness import temporary_database
-from hot_path import Silent, backends, cpu, xacts
+from hot_path import Silent, count_statements, measure
 
 from vamu_tasks.chatbot import tasks
 from vamu_tasks.chatbot.service import parse_request, reply_to_message
@@ -109,24 +108,11 @@ def run(url: str, replies: int, turns: int) -> dict[str, Any]:
     statements: Counter[str] = Counter()
     step = ["setup"]
 
-    @sa.event.listens_for(store.db.engine, "before_cursor_execute")
-    def _count(*_: Any) -> None:
+
+    def _count() -> None:
         statements[step[0]] += 1
 
-    # The job path's statements (start, commit, mark sent) go straight to psycopg, without
-    # SQLAlchemy's events (store/direct.py): counted here.
-    try:
-        from vamu_tasks.store.direct import DirectConnection
-    except ImportError:  # the code before they did
-        pass
-    else:
-        execute = DirectConnection.execute
-
-        def _direct(self: Any, statement: Any, parameters: Any) -> Any:
-            statements[step[0]] += 1
-            return execute(self, statement, parameters)
-
-        DirectConnection.execute = _direct  # type: ignore[method-assign]
+    count_statements(store.db.engine, _count)
 
     def job_ids(count: int) -> list[uuid.UUID]:
         step[0] = "setup"
@@ -179,19 +165,12 @@ def run(url: str, replies: int, turns: int) -> dict[str, Any]:
     for job_id in job_ids(60):  # the statement caches
         one(job_id, measured=False)
     measured = job_ids(replies)
-    # A backend sends its transaction counts to pg_stat_database when it exits, or when idle
-    # for up to 10 s: the pool is emptied before and after the measured replies, so the
-    # count holds theirs alone. The measured backends are new, so their CPU is all theirs.
-    store.db.engine.dispose()
-    time.sleep(0.3)
-    x0, c0, t0 = xacts(admin), time.process_time(), time.perf_counter()
-    for job_id in measured:
-        one(job_id, measured=True)
-    wall = time.perf_counter() - t0
-    c1, b1 = time.process_time(), cpu(backends(admin))
-    store.close()
-    time.sleep(0.3)
-    x1 = xacts(admin)
+
+    def replies_measured() -> None:
+        for job_id in measured:
+            one(job_id, measured=True)
+
+    window = measure(store, admin, replies_measured)
     admin.dispose()
     by_step = {k: round(v / replies, 2) for k, v in statements.items() if k in STEPS}
     return {
@@ -199,10 +178,10 @@ def run(url: str, replies: int, turns: int) -> dict[str, Any]:
         "turns_per_conversation": turns,
         "statements_per_reply": round(sum(by_step.values()), 2),
         "statements_per_reply_by_step": {k: by_step.get(k, 0.0) for k in STEPS},
-        "pg_transactions_per_reply": round((x1 - x0) / replies, 2),
-        "client_cpu_ms_per_reply": round((c1 - c0) / replies * 1000, 3),
-        "postgres_cpu_ms_per_reply": round(b1 / replies * 1000, 3),
-        "wall_ms_per_reply": round(wall / replies * 1000, 3),
+        "pg_transactions_per_reply": round(window.transactions / replies, 2),
+        "client_cpu_ms_per_reply": round(window.client_cpu_s / replies * 1000, 3),
+        "postgres_cpu_ms_per_reply": round(window.postgres_cpu_s / replies * 1000, 3),
+        "wall_ms_per_reply": round(window.wall_s / replies * 1000, 3),
     }
 
 

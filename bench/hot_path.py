@@ -25,6 +25,8 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,48 @@ def cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
+def count_statements(engine: sa.Engine, count: Callable[[], None]) -> None:
+    """Call `count` for each statement this process sends: SQLAlchemy's, and the job path's
+    sent straight to psycopg (store/direct.py), which SQLAlchemy's events do not see."""
+    sa.event.listen(engine, "before_cursor_execute", lambda *_: count())
+    try:
+        from vamu_tasks.store.direct import DirectConnection
+    except ImportError:  # the code before they were
+        return
+    execute = DirectConnection.execute
+
+    def _direct(self: Any, statement: Any, parameters: Any) -> Any:
+        count()
+        return execute(self, statement, parameters)
+
+    DirectConnection.execute = _direct  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class Window:
+    transactions: int
+    client_cpu_s: float
+    postgres_cpu_s: float
+    wall_s: float
+
+
+def measure(store: SqlAlchemyJobStore, admin: sa.Engine, work: Callable[[], None]) -> Window:
+    """`work`'s PostgreSQL transactions, this process's CPU, its backends' CPU and wall time.
+
+    A backend sends its transaction counts to pg_stat_database when it exits, or when idle for
+    up to 10 s: the pool is emptied before and after `work`, so the count holds its alone. The
+    backends `work` uses are new, so their CPU is all its."""
+    store.db.engine.dispose()
+    time.sleep(0.3)
+    x0, c0, t0 = xacts(admin), time.process_time(), time.perf_counter()
+    work()
+    wall = time.perf_counter() - t0
+    c1, b1 = time.process_time(), cpu(backends(admin))
+    store.close()
+    time.sleep(0.3)
+    return Window(xacts(admin) - x0, c1 - c0, b1, wall)
+
+
 def xacts(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
@@ -117,22 +161,10 @@ def run(url: str, jobs: int, redis_url: str) -> dict[str, Any]:
     statements: Counter[str] = Counter()
     stage = ["warmup"]
 
-    @sa.event.listens_for(store.db.engine, "before_cursor_execute")
-    def _count(*_: Any) -> None:
+    def _count() -> None:
         statements[stage[0]] += 1
 
-    try:  # the job path's statements sent straight to psycopg, without SQLAlchemy's events
-        from vamu_tasks.store.direct import DirectConnection
-    except ImportError:  # the code before they were
-        pass
-    else:
-        execute = DirectConnection.execute
-
-        def _direct(self: Any, statement: Any, parameters: Any) -> Any:
-            statements[stage[0]] += 1
-            return execute(self, statement, parameters)
-
-        DirectConnection.execute = _direct  # type: ignore[method-assign]
+    count_statements(store.db.engine, _count)
 
     transports = {"socketio": Silent()}
     spend = Spend(
@@ -173,19 +205,12 @@ def run(url: str, jobs: int, redis_url: str) -> dict[str, Any]:
 
     for n in range(50):  # the pool's connections, the statement caches
         one(n, measured=False)
-    # A backend sends its transaction counts to pg_stat_database when it exits, or when idle
-    # for up to 10 s: the pool is emptied before and after the measured jobs, so the count
-    # holds theirs alone. The measured backends are new, so their CPU is all theirs.
-    store.db.engine.dispose()
-    time.sleep(0.3)
-    x0, c0, t0 = xacts(admin), time.process_time(), time.perf_counter()
-    for n in range(50, 50 + jobs):
-        one(n, measured=True)
-    wall = time.perf_counter() - t0
-    c1, b1 = time.process_time(), cpu(backends(admin))
-    store.close()
-    time.sleep(0.3)
-    x1 = xacts(admin)
+
+    def measured() -> None:
+        for n in range(50, 50 + jobs):
+            one(n, measured=True)
+
+    window = measure(store, admin, measured)
     admin.dispose()
     keys = list(client.scan_iter(match=f"{prefix}:*"))
     if keys:
@@ -196,10 +221,10 @@ def run(url: str, jobs: int, redis_url: str) -> dict[str, Any]:
         "statements_per_job": {
             k: round(v / jobs, 2) for k, v in statements.items() if k != "warmup"
         },
-        "pg_transactions_per_job": round((x1 - x0) / jobs, 2),
-        "client_cpu_ms_per_job": round((c1 - c0) / jobs * 1000, 3),
-        "postgres_cpu_ms_per_job": round(b1 / jobs * 1000, 3),
-        "wall_ms_per_job": round(wall / jobs * 1000, 3),
+        "pg_transactions_per_job": round(window.transactions / jobs, 2),
+        "client_cpu_ms_per_job": round(window.client_cpu_s / jobs * 1000, 3),
+        "postgres_cpu_ms_per_job": round(window.postgres_cpu_s / jobs * 1000, 3),
+        "wall_ms_per_job": round(window.wall_s / jobs * 1000, 3),
     }
 
 
