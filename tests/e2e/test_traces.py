@@ -92,10 +92,13 @@ def has(*names: str) -> Any:
 
 
 def job_trace(t: Traced, trace_id: str, job_id: uuid.UUID) -> list[ReceivedSpan]:
-    """The trace once it holds the job's way to the Socket.IO publish."""
+    """The trace once it holds the job's way to the Socket.IO publish and the webhook. A task's
+    span ends, and is exported, after its children: the webhook's delivery task is waited for
+    too, not only the webhook's span (its parent was missing 1 run in CI)."""
     t.otlp.wait_for(lambda spans: has(
         f"process {t.env['VAMU_BULLMQ_QUEUE']}", "run/vamu.inspiration.generate",
         "chat gpt-5-mini", "commit ai_jobs", "notify socketio", "notify webhook",
+        "run/vamu.notify.deliver",
     )([s for s in spans if s.trace_id == trace_id]))
     spans = t.otlp.trace(trace_id)
     assert {s.attributes.get("vamu.job.id") for s in spans} >= {str(job_id)}
